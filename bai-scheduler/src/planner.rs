@@ -56,7 +56,7 @@ pub fn plan(snapshot: &Snapshot, config: &Config, now: DateTime<Utc>) -> Plan {
         by_group.entry(s.scaling_group.as_str()).or_default().push(s);
     }
     for (group, mut sessions) in by_group {
-        sessions.sort_by(|a, b| (a.created_at, a.id).cmp(&(b.created_at, b.id)));
+        sessions.sort_by_key(|s| (s.created_at, s.id));
         planner.plan_group(group, sessions, now);
     }
     planner.finish()
