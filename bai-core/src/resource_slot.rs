@@ -464,8 +464,12 @@ impl Sub<&ResourceSlot> for &ResourceSlot {
 impl AddAssign<&ResourceSlot> for ResourceSlot {
     fn add_assign(&mut self, rhs: &ResourceSlot) {
         for (k, v) in &rhs.0 {
-            let entry = self.0.entry(k.clone()).or_insert(Decimal::ZERO);
-            *entry = entry.saturating_add(*v);
+            match self.0.get_mut(k) {
+                Some(entry) => *entry = entry.saturating_add(*v),
+                None => {
+                    self.0.insert(k.clone(), *v);
+                }
+            }
         }
     }
 }
@@ -473,8 +477,12 @@ impl AddAssign<&ResourceSlot> for ResourceSlot {
 impl SubAssign<&ResourceSlot> for ResourceSlot {
     fn sub_assign(&mut self, rhs: &ResourceSlot) {
         for (k, v) in &rhs.0 {
-            let entry = self.0.entry(k.clone()).or_insert(Decimal::ZERO);
-            *entry = entry.saturating_sub(*v);
+            match self.0.get_mut(k) {
+                Some(entry) => *entry = entry.saturating_sub(*v),
+                None => {
+                    self.0.insert(k.clone(), Decimal::ZERO.saturating_sub(*v));
+                }
+            }
         }
     }
 }
@@ -488,8 +496,8 @@ impl Mul<Decimal> for &ResourceSlot {
 }
 
 impl<'a> std::iter::Sum<&'a ResourceSlot> for ResourceSlot {
-    fn sum<I: Iterator<Item = &'a ResourceSlot>>(iter: I) -> Self {
-        let mut total = ResourceSlot::new();
+    fn sum<I: Iterator<Item = &'a ResourceSlot>>(mut iter: I) -> Self {
+        let mut total = iter.next().cloned().unwrap_or_default();
         for slot in iter {
             total += slot;
         }

@@ -13,6 +13,7 @@
 //! This crate must never do I/O, read a clock, or depend on tokio or on a database: time is an
 //! input and the same inputs always give the same plan.
 
+mod amount;
 mod config;
 mod error;
 mod index;
@@ -26,7 +27,7 @@ mod snapshot;
 pub use config::{BandMode, Config, GroupConfig};
 pub use error::{Error, Result};
 pub use plan::{explain_reason, BlockReason, Blocked, Cancellation, KernelPlacement, Placement, Plan, PredicateFailure, SlotShortage};
-pub use planner::plan;
+pub use planner::{plan, plan_with_decimal_amounts};
 pub use snapshot::{
     AgentSnapshot, DefaultForUnspecified, DependencyState, KernelRequest, KeypairPolicy, KeypairUsage, PendingSession, Policies,
     ResourceLimit, RoundRobinState, Snapshot, Usage,

@@ -1,11 +1,12 @@
 //! One scheduling pass: `plan(&Snapshot, &Config, now) -> Plan`.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use bai_core::{ClusterMode, Decimal, ResourceSlot};
 use chrono::{DateTime, Utc};
 
+use crate::amount::Amount;
 use crate::config::{BandMode, Config, GroupConfig};
 use crate::index::{fits, is_eligible, Cluster};
 use crate::plan::{BlockReason, Blocked, Cancellation, KernelPlacement, Placement, Plan};
@@ -50,39 +51,96 @@ use crate::snapshot::{PendingSession, RoundRobinState, Snapshot};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn plan(snapshot: &Snapshot, config: &Config, now: DateTime<Utc>) -> Plan {
-    let mut planner = Planner { snapshot, config, cluster: Cluster::new(snapshot), ledger: Ledger::new(snapshot), out: Plan::default() };
-    let mut by_group: BTreeMap<&str, Vec<&PendingSession>> = BTreeMap::new();
-    for s in &snapshot.pending {
-        by_group.entry(s.scaling_group.as_str()).or_default().push(s);
+    let totals: Vec<ResourceSlot> = snapshot.pending.iter().map(PendingSession::total_requested).collect();
+    match Cluster::<i128>::new(snapshot, &totals) {
+        Some(cluster) => run(snapshot, config, now, cluster, &totals),
+        None => plan_with_decimal_amounts(snapshot, config, now),
     }
+}
+
+/// [`plan`] computed on `Decimal` amounts throughout. `plan` uses it when some amount of the
+/// snapshot has no exact fixed-point form; it gives the same plan, only slower.
+#[doc(hidden)]
+pub fn plan_with_decimal_amounts(snapshot: &Snapshot, config: &Config, now: DateTime<Utc>) -> Plan {
+    let totals: Vec<ResourceSlot> = snapshot.pending.iter().map(PendingSession::total_requested).collect();
+    match Cluster::<Decimal>::new(snapshot, &totals) {
+        Some(cluster) => run(snapshot, config, now, cluster, &totals),
+        // unreachable: every Decimal is its own exact representation
+        None => Plan {
+            blocked: snapshot
+                .pending
+                .iter()
+                .map(|s| Blocked {
+                    session_id: s.id,
+                    scaling_group: s.scaling_group.clone(),
+                    reason: BlockReason::InvalidRequest { reason: "resource amounts out of range".into() },
+                })
+                .collect(),
+            ..Plan::default()
+        },
+    }
+}
+
+fn run<V: Amount>(snapshot: &Snapshot, config: &Config, now: DateTime<Utc>, cluster: Cluster<V>, totals: &[ResourceSlot]) -> Plan {
+    let mut planner = Planner {
+        snapshot,
+        config,
+        cluster,
+        ledger: Ledger::new(snapshot, totals),
+        totals,
+        band_of: vec![0; snapshot.pending.len()],
+        tried: vec![false; snapshot.pending.len()],
+        out: Plan::default(),
+    };
+    let mut by_group: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, s) in snapshot.pending.iter().enumerate() {
+        by_group.entry(s.scaling_group.as_str()).or_default().push(i);
+    }
+    let mut band_serial = 0;
     for (group, mut sessions) in by_group {
-        sessions.sort_by_key(|s| (s.created_at, s.id));
-        planner.plan_group(group, sessions, now);
+        sessions.sort_by_key(|&i| (snapshot.pending[i].created_at, snapshot.pending[i].id));
+        planner.plan_group(group, sessions, now, &mut band_serial);
     }
     planner.finish()
 }
 
-struct Planner<'a> {
+struct Planner<'a, V: Amount> {
     snapshot: &'a Snapshot,
     config: &'a Config,
-    cluster: Cluster,
+    cluster: Cluster<V>,
     ledger: Ledger<'a>,
+    /// The total request of each pending session, by index.
+    totals: &'a [ResourceSlot],
+    /// The band (serial number, 0 for none) each pending session is in.
+    band_of: Vec<u32>,
+    /// Whether each pending session was already tried.
+    tried: Vec<bool>,
     out: Plan,
 }
 
-impl<'a> Planner<'a> {
+impl<'a, V: Amount> Planner<'a, V> {
     fn block(&mut self, s: &PendingSession, reason: BlockReason) {
         self.out.blocked.push(Blocked { session_id: s.id, scaling_group: s.scaling_group.clone(), reason });
     }
 
-    fn plan_group(&mut self, group: &'a str, sessions: Vec<&'a PendingSession>, now: DateTime<Utc>) {
+    /// The index in `snapshot.pending` of a session a queue policy returned, if it is one.
+    fn index_of(&self, s: &PendingSession) -> Option<usize> {
+        let base = self.snapshot.pending.as_ptr() as usize;
+        let offset = (s as *const PendingSession as usize).checked_sub(base)?;
+        let i = offset / std::mem::size_of::<PendingSession>().max(1);
+        (i < self.snapshot.pending.len() && std::ptr::eq(&self.snapshot.pending[i], s)).then_some(i)
+    }
+
+    fn plan_group(&mut self, group: &'a str, sessions: Vec<usize>, now: DateTime<Utc>, band_serial: &mut u32) {
+        let snapshot = self.snapshot;
         let gcfg = self.config.group(group);
-        let mut bands: BTreeMap<Reverse<i32>, Vec<&'a PendingSession>> = BTreeMap::new();
-        for s in sessions {
+        let mut bands: BTreeMap<Reverse<i32>, Vec<usize>> = BTreeMap::new();
+        for i in sessions {
+            let s = &snapshot.pending[i];
             if let Some(timeout) = gcfg.pending_timeout {
                 if timeout > chrono::TimeDelta::zero() && now - s.created_at >= timeout {
                     self.out.cancellations.push(Cancellation { session_id: s.id, reason: "pending-timeout".into() });
-                    self.ledger.left_queue(s, &s.total_requested());
+                    self.ledger.left_queue(s, &self.totals[i]);
                     continue;
                 }
             }
@@ -96,45 +154,47 @@ impl<'a> Planner<'a> {
                 self.block(s, BlockReason::InvalidRequest { reason });
                 continue;
             }
-            bands.entry(Reverse(s.priority)).or_default().push(s);
+            bands.entry(Reverse(s.priority)).or_default().push(i);
         }
         let (_, capacity) = self.cluster.group(group);
         let mut top = None;
         for (Reverse(priority), band) in bands {
             let scheduled_priority = *top.get_or_insert(priority);
             if self.config.bands == BandMode::HighestOnly && priority != scheduled_priority {
-                for s in band {
-                    self.block(s, BlockReason::LowerPriority { priority, scheduled_priority });
+                for i in band {
+                    self.block(&snapshot.pending[i], BlockReason::LowerPriority { priority, scheduled_priority });
                 }
                 continue;
             }
-            let ctx = QueueContext { scaling_group: group, capacity: &capacity, usage: &self.snapshot.usage };
-            let members: Vec<&'a PendingSession> = band.clone();
-            let mut queue = gcfg.queue.start(ctx, band);
-            let mut tried: HashSet<bai_core::SessionId> = HashSet::with_capacity(members.len());
-            let band_ids: HashSet<bai_core::SessionId> = members.iter().map(|s| s.id).collect();
+            *band_serial += 1;
+            for &i in &band {
+                self.band_of[i] = *band_serial;
+            }
+            let ctx = QueueContext { scaling_group: group, capacity: &capacity, usage: &snapshot.usage };
+            let mut queue = gcfg.queue.start(ctx, band.iter().map(|&i| &snapshot.pending[i]).collect());
             while let Some(s) = queue.next() {
-                if !band_ids.contains(&s.id) || !tried.insert(s.id) {
-                    continue; // a custom policy returned a stranger or a session twice
-                }
-                let total = s.total_requested();
-                let (failed, passed) = self.ledger.check(s, &total, now);
-                if !failed.is_empty() {
+                // a custom policy may return a stranger or a session twice: ignore those
+                let Some(i) = self.index_of(s).filter(|&i| self.band_of[i] == *band_serial && !self.tried[i]) else {
+                    continue;
+                };
+                self.tried[i] = true;
+                let total = &self.totals[i];
+                if let Err((failed, passed)) = self.ledger.check(s, total, now) {
                     self.block(s, BlockReason::PredicatesFailed { failed, passed });
                     continue;
                 }
-                match self.place(s, gcfg, &total) {
+                match self.place(s, gcfg, total) {
                     Ok(placement) => {
-                        self.ledger.placed(s, &total);
-                        queue.placed(s, &total);
+                        self.ledger.placed(s, total);
+                        queue.placed(s, total);
                         self.out.placements.push(placement);
                     }
                     Err(reason) => self.block(s, reason),
                 }
             }
-            for s in members {
-                if !tried.contains(&s.id) {
-                    self.block(s, BlockReason::InvalidRequest {
+            for i in band {
+                if !self.tried[i] {
+                    self.block(&snapshot.pending[i], BlockReason::InvalidRequest {
                         reason: format!("the {} queue policy never offered this session", gcfg.queue.name()),
                     });
                 }
@@ -144,12 +204,17 @@ impl<'a> Planner<'a> {
 
     fn place(&mut self, s: &'a PendingSession, gcfg: &GroupConfig, total: &ResourceSlot) -> Result<Placement, BlockReason> {
         let single = s.cluster_mode == ClusterMode::SingleNode || s.kernels.len() == 1;
-        let requests: Vec<ResourceSlot> =
-            if single { vec![total.clone()] } else { s.kernels.iter().map(|k| k.requested_slots.clone()).collect() };
+        let requests: Vec<&ResourceSlot> =
+            if single { vec![total] } else { s.kernels.iter().map(|k| &k.requested_slots).collect() };
         let mut chosen: Vec<usize> = Vec::with_capacity(requests.len());
-        let mut reserved: Vec<(usize, Vec<Decimal>)> = Vec::new();
+        let mut reserved: Vec<(usize, Vec<V>)> = Vec::new();
         for (i, request) in requests.iter().enumerate() {
-            let dense = self.cluster.slots.dense(request);
+            let Some(dense) = self.cluster.slots.dense::<V>(request) else {
+                for (agent, dense) in reserved.iter().rev() {
+                    self.cluster.apply(*agent, dense, false);
+                }
+                return Err(BlockReason::InvalidRequest { reason: "resource amounts out of range".into() });
+            };
             let result = self.choose(s, gcfg, request, &dense, !reserved.is_empty()).map_err(|mut reason| {
                 if let BlockReason::NoResources { kernel_index, .. } = &mut reason {
                     *kernel_index = (!single).then_some(i);
@@ -197,7 +262,7 @@ impl<'a> Planner<'a> {
         s: &'a PendingSession,
         gcfg: &GroupConfig,
         request: &ResourceSlot,
-        dense: &[Decimal],
+        dense: &[V],
         tentative: bool,
     ) -> Result<usize, BlockReason> {
         if !s.designated_agents.is_empty() {
@@ -249,7 +314,7 @@ impl<'a> Planner<'a> {
         s: &'a PendingSession,
         gcfg: &GroupConfig,
         request: &ResourceSlot,
-        dense: &[Decimal],
+        dense: &[V],
         agents: &[usize],
         roundrobin_next: usize,
     ) -> Result<usize, bool> {
@@ -272,7 +337,7 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn choose_designated(&self, s: &'a PendingSession, gcfg: &GroupConfig, request: &ResourceSlot, dense: &[Decimal]) -> Result<usize, BlockReason> {
+    fn choose_designated(&self, s: &'a PendingSession, gcfg: &GroupConfig, request: &ResourceSlot, dense: &[V]) -> Result<usize, BlockReason> {
         let unavailable = |reason: String| BlockReason::DesignatedAgentUnavailable { agents: s.designated_agents.clone(), reason };
         let agents: Vec<usize> = self
             .snapshot
@@ -302,11 +367,12 @@ impl<'a> Planner<'a> {
             .iter()
             .map(|s| ((s.scaling_group.clone(), s.architecture.clone()), s.next_index))
             .collect();
-        for ((group, arch), p) in self.cluster.partition_keys() {
+        for (group, arch, p) in self.cluster.partition_keys() {
             let next = self.cluster.partitions[p].rr_next;
+            let key = (group.to_string(), arch.to_string());
             let uses_roundrobin = self.config.group(group).selector.strategy() == Some(Strategy::RoundRobin);
-            if uses_roundrobin || states.contains_key(&(group.clone(), arch.clone())) {
-                states.insert((group.clone(), arch.clone()), next);
+            if uses_roundrobin || states.contains_key(&key) {
+                states.insert(key, next);
             }
         }
         self.out.roundrobin_next = states

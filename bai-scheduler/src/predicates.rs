@@ -32,6 +32,11 @@ use crate::snapshot::{PendingSession, ResourceLimit, Snapshot};
 #[derive(Debug)]
 pub(crate) struct Ledger<'a> {
     snapshot: &'a Snapshot,
+    // only scopes that have policies need their usage tracked
+    track_keypairs: bool,
+    track_users: bool,
+    track_groups: bool,
+    track_domains: bool,
     placed_occupied: HashMap<&'a AccessKey, ResourceSlot>,
     placed_sessions: HashMap<&'a AccessKey, u32>,
     placed_sftp: HashMap<&'a AccessKey, u32>,
@@ -47,7 +52,8 @@ fn humanize(slots: &ResourceSlot) -> String {
 }
 
 impl<'a> Ledger<'a> {
-    pub(crate) fn new(snapshot: &'a Snapshot) -> Self {
+    /// `totals[i]` is the total request of `snapshot.pending[i]`.
+    pub(crate) fn new(snapshot: &'a Snapshot, totals: &[ResourceSlot]) -> Self {
         let mut pending_count: HashMap<&AccessKey, u32> = HashMap::new();
         let mut pending_slots: HashMap<&AccessKey, ResourceSlot> = HashMap::new();
         let limited: std::collections::HashSet<&AccessKey> = snapshot
@@ -57,14 +63,21 @@ impl<'a> Ledger<'a> {
             .filter(|(_, p)| p.max_pending_session_count.is_some() || p.max_pending_session_resource_slots.is_some())
             .map(|(k, _)| k)
             .collect();
-        for s in &snapshot.pending {
-            if limited.contains(&s.access_key) {
-                *pending_count.entry(&s.access_key).or_insert(0) += 1;
-                *pending_slots.entry(&s.access_key).or_default() += &s.total_requested();
+        if !limited.is_empty() {
+            for (s, total) in snapshot.pending.iter().zip(totals) {
+                if limited.contains(&s.access_key) {
+                    *pending_count.entry(&s.access_key).or_insert(0) += 1;
+                    *pending_slots.entry(&s.access_key).or_default() += total;
+                }
             }
         }
+        let policies = &snapshot.policies;
         Self {
             snapshot,
+            track_keypairs: !policies.keypairs.is_empty(),
+            track_users: !policies.users.is_empty(),
+            track_groups: !policies.groups.is_empty(),
+            track_domains: !policies.domains.is_empty(),
             placed_occupied: HashMap::new(),
             placed_sessions: HashMap::new(),
             placed_sftp: HashMap::new(),
@@ -76,18 +89,21 @@ impl<'a> Ledger<'a> {
         }
     }
 
-    /// Runs every predicate; returns the failures and the names of those that passed.
+    /// Runs every predicate; on failure returns the failures and the names of those that
+    /// passed.
     pub(crate) fn check(
         &self,
         session: &'a PendingSession,
         total: &ResourceSlot,
         now: DateTime<Utc>,
-    ) -> (Vec<PredicateFailure>, Vec<String>) {
+    ) -> Result<(), (Vec<PredicateFailure>, Vec<String>)> {
         let mut failed = Vec::new();
-        let mut passed = Vec::new();
-        let mut record = |name: &str, result: Option<(String, Option<ResourceSlot>)>| match result {
-            None => passed.push(name.to_string()),
-            Some((msg, excess)) => failed.push(PredicateFailure { name: name.to_string(), msg, excess }),
+        let mut run: Vec<&'static str> = Vec::with_capacity(9);
+        let mut record = |name: &'static str, result: Option<(String, Option<ResourceSlot>)>| {
+            run.push(name);
+            if let Some((msg, excess)) = result {
+                failed.push(PredicateFailure { name: name.to_string(), msg, excess });
+            }
         };
         record("reserved_time", self.reserved_time(session, now));
         record("dependencies", self.dependencies(session));
@@ -127,7 +143,11 @@ impl<'a> Ledger<'a> {
                 }),
             );
         }
-        (failed, passed)
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let passed = run.into_iter().filter(|n| !failed.iter().any(|f: &PredicateFailure| f.name == *n)).map(str::to_string).collect();
+        Err((failed, passed))
     }
 
     fn reserved_time(&self, s: &PendingSession, now: DateTime<Utc>) -> Option<(String, Option<ResourceSlot>)> {
@@ -190,19 +210,33 @@ impl<'a> Ledger<'a> {
     /// Records a placed session: it runs now and is no longer pending.
     pub(crate) fn placed(&mut self, s: &'a PendingSession, total: &ResourceSlot) {
         self.left_queue(s, total);
+        if self.track_keypairs && self.snapshot.policies.keypairs.contains_key(&s.access_key) {
+            if s.session_type == SessionType::System {
+                *self.placed_sftp.entry(&s.access_key).or_insert(0) += 1;
+            } else {
+                *self.placed_sessions.entry(&s.access_key).or_insert(0) += 1;
+                *self.placed_occupied.entry(&s.access_key).or_default() += total;
+            }
+        }
         if s.session_type == SessionType::System {
-            *self.placed_sftp.entry(&s.access_key).or_insert(0) += 1;
             return;
         }
-        *self.placed_sessions.entry(&s.access_key).or_insert(0) += 1;
-        *self.placed_occupied.entry(&s.access_key).or_default() += total;
-        *self.user.entry(&s.user).or_default() += total;
-        *self.group.entry(&s.group).or_default() += total;
-        *self.domain.entry(&s.domain).or_default() += total;
+        if self.track_users {
+            *self.user.entry(&s.user).or_default() += total;
+        }
+        if self.track_groups {
+            *self.group.entry(&s.group).or_default() += total;
+        }
+        if self.track_domains {
+            *self.domain.entry(&s.domain).or_default() += total;
+        }
     }
 
     /// Records a session that leaves the queue without running (cancelled).
     pub(crate) fn left_queue(&mut self, s: &'a PendingSession, total: &ResourceSlot) {
+        if self.pending_count.is_empty() {
+            return;
+        }
         if let Some(c) = self.pending_count.get_mut(&s.access_key) {
             *c = c.saturating_sub(1);
         }

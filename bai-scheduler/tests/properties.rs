@@ -200,6 +200,8 @@ proptest! {
         shuffled.pending.reverse();
         prop_assert_eq!(&bai_scheduler::plan(&shuffled, &cfg, h.now), &plan);
         prop_assert_eq!(&bai_scheduler::plan(&h.snapshot, &cfg, h.now), &plan);
+        // fixed-point and decimal amounts give the same plan
+        prop_assert_eq!(&bai_scheduler::plan_with_decimal_amounts(&h.snapshot, &cfg, h.now), &plan);
     }
 
     #[test]
