@@ -1,5 +1,8 @@
 //! A random heterogeneous cluster and queue for the scheduler examples and benchmarks.
 
+// each example uses part of this module
+#![allow(dead_code)]
+
 use bai_core::{AccessKey, AgentId, AgentStatus, ClusterMode, Decimal, KernelId, ResourceSlot, SessionId, SessionType};
 use bai_scheduler::{AgentSnapshot, KernelRequest, PendingSession, Plan, Snapshot};
 use chrono::{DateTime, TimeDelta, Utc};
