@@ -1,6 +1,9 @@
 //! Micro-benchmarks of bai-core's hot paths: slot arithmetic (the scheduler's inner loop),
 //! size parsing and request signing.
 
+// criterion's macros generate undocumented functions
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 
 use bai_core::signing::{sign, RequestToSign, API_VERSION};
