@@ -19,7 +19,9 @@ use bai_core::{AgentStatus, ResourceSlot};
 
 use crate::amount::Amount;
 use crate::plan::SlotShortage;
-use crate::selector::{priority_order, Strategy};
+use crate::selector::{slot_rank, Strategy};
+#[cfg(doc)]
+use crate::selector::priority_order;
 use crate::snapshot::{AgentSnapshot, Snapshot};
 
 /// Slot names to dense indexes, and the fixed-point scale of the snapshot.
@@ -84,9 +86,18 @@ impl SlotSpace {
         out
     }
 
-    /// The request's present slots in priority order, as dense indexes.
-    fn order(&self, request: &ResourceSlot, resource_priority: &[String]) -> Vec<usize> {
-        priority_order(request, resource_priority).iter().filter_map(|k| self.position(k)).collect()
+    /// The request's present slots in priority order, as dense indexes (see
+    /// [`priority_order`], which this matches).
+    fn order(&self, request: &ResourceSlot, ranks: &[(usize, usize)]) -> Vec<usize> {
+        let mut order: Vec<usize> = request.iter().filter_map(|(k, _)| self.position(k)).collect();
+        // names are sorted, so the dense index breaks ties by name as `priority_order` does
+        order.sort_by_key(|&s| (ranks[s], s));
+        order
+    }
+
+    /// Each slot's place in the priority list, as `priority_order` ranks it.
+    pub(crate) fn ranks(&self, resource_priority: &[String]) -> Vec<(usize, usize)> {
+        self.names.iter().map(|n| slot_rank(n, resource_priority)).collect()
     }
 }
 
@@ -197,6 +208,8 @@ pub(crate) struct Cluster<V> {
     partition_index: HashMap<String, Vec<(String, usize)>>,
     /// Alive, schedulable agents per scaling group (any architecture), and their capacity.
     groups: HashMap<String, (usize, ResourceSlot)>,
+    /// The dense total request of each pending session, by index.
+    pub(crate) session_totals: Vec<Vec<V>>,
 }
 
 pub(crate) fn fits<V: Amount>(request: &[V], free: &[V]) -> bool {
@@ -269,10 +282,8 @@ impl<V: Amount> Cluster<V> {
             }
             part.by_id = by_id;
         }
-        for total in totals {
-            slots.dense::<V>(total)?;
-        }
-        let mut cluster = Self { slots, agents, partitions, partition_index, groups };
+        let session_totals = totals.iter().map(|t| slots.dense::<V>(t)).collect::<Option<Vec<_>>>()?;
+        let mut cluster = Self { slots, agents, partitions, partition_index, groups, session_totals };
         for state in &snapshot.roundrobin_next {
             if let Some(p) = cluster.partition(&state.scaling_group, &state.architecture) {
                 cluster.partitions[p].rr_next = state.next_index;
@@ -336,7 +347,7 @@ impl<V: Amount> Cluster<V> {
         strategy: Strategy,
         request: &[V],
         request_slots: &ResourceSlot,
-        resource_priority: &[String],
+        ranks: &[(usize, usize)],
     ) -> Option<usize> {
         if strategy == Strategy::RoundRobin {
             let part = &self.partitions[p];
@@ -350,7 +361,7 @@ impl<V: Amount> Cluster<V> {
                 .find(|&a| fits(request, &self.agents[a].free));
         }
         let nonzero: Vec<usize> = (0..request.len()).filter(|&s| !request[s].is_zero()).collect();
-        let shape = ShapeKey { strategy, order: self.slots.order(request_slots, resource_priority), nonzero };
+        let shape = ShapeKey { strategy, order: self.slots.order(request_slots, ranks), nonzero };
         let found = self.partitions[p].shapes.iter().position(|(k, _)| *k == shape);
         let at = match found {
             Some(at) => at,

@@ -87,11 +87,13 @@ fn run<V: Amount>(snapshot: &Snapshot, config: &Config, now: DateTime<Utc>, clus
         config,
         cluster,
         ledger: Ledger::new(snapshot, totals),
+        ranks: Vec::new(),
         totals,
         band_of: vec![0; snapshot.pending.len()],
         tried: vec![false; snapshot.pending.len()],
         out: Plan::default(),
     };
+    planner.ranks = planner.cluster.slots.ranks(&config.resource_priority);
     let mut by_group: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, s) in snapshot.pending.iter().enumerate() {
         by_group.entry(s.scaling_group.as_str()).or_default().push(i);
@@ -109,6 +111,8 @@ struct Planner<'a, V: Amount> {
     config: &'a Config,
     cluster: Cluster<V>,
     ledger: Ledger<'a>,
+    /// Each dense slot's place in the configured priority list.
+    ranks: Vec<(usize, usize)>,
     /// The total request of each pending session, by index.
     totals: &'a [ResourceSlot],
     /// The band (serial number, 0 for none) each pending session is in.
@@ -183,7 +187,7 @@ impl<'a, V: Amount> Planner<'a, V> {
                     self.block(s, BlockReason::PredicatesFailed { failed, passed });
                     continue;
                 }
-                match self.place(s, gcfg, total) {
+                match self.place(i, gcfg) {
                     Ok(placement) => {
                         self.ledger.placed(s, total);
                         queue.placed(s, total);
@@ -202,14 +206,16 @@ impl<'a, V: Amount> Planner<'a, V> {
         }
     }
 
-    fn place(&mut self, s: &'a PendingSession, gcfg: &GroupConfig, total: &ResourceSlot) -> Result<Placement, BlockReason> {
+    fn place(&mut self, i: usize, gcfg: &GroupConfig) -> Result<Placement, BlockReason> {
+        let s = &self.snapshot.pending[i];
         let single = s.cluster_mode == ClusterMode::SingleNode || s.kernels.len() == 1;
         let requests: Vec<&ResourceSlot> =
-            if single { vec![total] } else { s.kernels.iter().map(|k| &k.requested_slots).collect() };
+            if single { vec![&self.totals[i]] } else { s.kernels.iter().map(|k| &k.requested_slots).collect() };
         let mut chosen: Vec<usize> = Vec::with_capacity(requests.len());
         let mut reserved: Vec<(usize, Vec<V>)> = Vec::new();
-        for (i, request) in requests.iter().enumerate() {
-            let Some(dense) = self.cluster.slots.dense::<V>(request) else {
+        for (i_request, request) in requests.iter().enumerate() {
+            let converted = if single { Some(self.cluster.session_totals[i].clone()) } else { self.cluster.slots.dense::<V>(request) };
+            let Some(dense) = converted else {
                 for (agent, dense) in reserved.iter().rev() {
                     self.cluster.apply(*agent, dense, false);
                 }
@@ -217,7 +223,7 @@ impl<'a, V: Amount> Planner<'a, V> {
             };
             let result = self.choose(s, gcfg, request, &dense, !reserved.is_empty()).map_err(|mut reason| {
                 if let BlockReason::NoResources { kernel_index, .. } = &mut reason {
-                    *kernel_index = (!single).then_some(i);
+                    *kernel_index = (!single).then_some(i_request);
                 }
                 reason
             });
@@ -292,7 +298,7 @@ impl<'a, V: Amount> Planner<'a, V> {
                 if self.cluster.known_to_fail(p, dense) {
                     return Err(no_resources(Vec::new()));
                 }
-                let picked = self.cluster.select(p, strategy, dense, request, &self.config.resource_priority);
+                let picked = self.cluster.select(p, strategy, dense, request, &self.ranks);
                 if picked.is_none() && !tentative {
                     self.cluster.remember_failure(p, dense);
                 }

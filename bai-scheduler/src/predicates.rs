@@ -98,9 +98,11 @@ impl<'a> Ledger<'a> {
         now: DateTime<Utc>,
     ) -> Result<(), (Vec<PredicateFailure>, Vec<String>)> {
         let mut failed = Vec::new();
-        let mut run: Vec<&'static str> = Vec::with_capacity(9);
+        let mut run: [&'static str; 9] = [""; 9];
+        let mut ran = 0;
         let mut record = |name: &'static str, result: Option<(String, Option<ResourceSlot>)>| {
-            run.push(name);
+            run[ran] = name;
+            ran += 1;
             if let Some((msg, excess)) = result {
                 failed.push(PredicateFailure { name: name.to_string(), msg, excess });
             }
@@ -146,7 +148,11 @@ impl<'a> Ledger<'a> {
         if failed.is_empty() {
             return Ok(());
         }
-        let passed = run.into_iter().filter(|n| !failed.iter().any(|f: &PredicateFailure| f.name == *n)).map(str::to_string).collect();
+        let passed = run[..ran]
+            .iter()
+            .filter(|n| !failed.iter().any(|f: &PredicateFailure| f.name == **n))
+            .map(|n| n.to_string())
+            .collect();
         Err((failed, passed))
     }
 

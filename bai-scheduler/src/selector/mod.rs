@@ -134,19 +134,21 @@ pub fn device_of(slot: &str) -> &str {
 /// priority list by its full name takes that place; a slot whose device is listed comes right
 /// after the device; unlisted slots come last; ties by name.
 pub fn priority_order(requested: &ResourceSlot, resource_priority: &[String]) -> Vec<String> {
-    let rank = |slot: &str| -> (usize, usize) {
-        if let Some(i) = resource_priority.iter().position(|p| p == slot) {
-            (i, 0)
-        } else if let Some(i) = resource_priority.iter().position(|p| p == device_of(slot)) {
-            (i, 1)
-        } else {
-            (usize::MAX, 0)
-        }
-    };
-    let mut keys: Vec<(usize, usize, String)> =
-        requested.iter().map(|(k, _)| { let (a, b) = rank(k); (a, b, k.to_string()) }).collect();
+    let mut keys: Vec<((usize, usize), &str)> = requested.iter().map(|(k, _)| (slot_rank(k, resource_priority), k)).collect();
     keys.sort();
-    keys.into_iter().map(|(_, _, k)| k).collect()
+    keys.into_iter().map(|(_, k)| k.to_string()).collect()
+}
+
+/// A slot's place in the priority list: `(i, 0)` when listed by its full name at `i`, `(i, 1)`
+/// when its device is listed at `i`, `(usize::MAX, 0)` when unlisted.
+pub(crate) fn slot_rank(slot: &str, resource_priority: &[String]) -> (usize, usize) {
+    if let Some(i) = resource_priority.iter().position(|p| p == slot) {
+        (i, 0)
+    } else if let Some(i) = resource_priority.iter().position(|p| p == device_of(slot)) {
+        (i, 1)
+    } else {
+        (usize::MAX, 0)
+    }
 }
 
 /// Slots the request does not ask for (zero or absent) but the agent offers (available > 0).
