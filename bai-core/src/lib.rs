@@ -10,6 +10,9 @@
 //! dependency on tokio. Programs that only need the types or the arithmetic can use it without
 //! pulling in a runtime.
 
+#[macro_use]
+mod wire_enum;
+
 pub mod binary_size;
 pub mod error;
 pub mod events;

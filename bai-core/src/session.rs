@@ -1,10 +1,8 @@
 //! What a user asks for: session and kernel specifications.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::binary_size::BinarySize;
 use crate::error::{Error, Result};
@@ -47,67 +45,17 @@ pub enum MountPermission {
     ReadWriteDelete,
 }
 
-fn unknown(kind: &'static str, input: &str, expected: &[&str]) -> Error {
-    Error::UnknownVariant { kind, input: input.to_string(), expected: expected.join(", ") }
-}
-
-macro_rules! wire_names {
-    ($name:ident, $kind:literal, [$($variant:ident => $text:literal $(| $alias:literal)*),+ $(,)?]) => {
-        impl $name {
-            /// Every value, in declaration order.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The wire name.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $text),+
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        /// Case-insensitive; also accepts the original's alternative spellings.
-        impl FromStr for $name {
-            type Err = Error;
-            fn from_str(s: &str) -> Result<Self> {
-                let lower = s.trim().to_ascii_lowercase();
-                match lower.as_str() {
-                    $($text $(| $alias)* => Ok($name::$variant),)+
-                    _ => Err(unknown($kind, s, &[$($text),+])),
-                }
-            }
-        }
-
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-                s.serialize_str(self.as_str())
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-                String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
-            }
-        }
-    };
-}
-
-wire_names!(SessionType, "session type", [
+wire_names!(SessionType, "session type", |s| s.to_ascii_lowercase(), [
     Interactive => "interactive",
     Batch => "batch",
     Inference => "inference",
     System => "system",
 ]);
-wire_names!(ClusterMode, "cluster mode", [
+wire_names!(ClusterMode, "cluster mode", |s| s.to_ascii_lowercase(), [
     SingleNode => "single-node" | "single_node",
     MultiNode => "multi-node" | "multi_node",
 ]);
-wire_names!(MountPermission, "mount permission", [
+wire_names!(MountPermission, "mount permission", |s| s.to_ascii_lowercase(), [
     ReadOnly => "ro",
     ReadWrite => "rw",
     ReadWriteDelete => "wd" | "rw-delete" | "rwd",

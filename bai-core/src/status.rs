@@ -1,9 +1,6 @@
 //! Status machines of sessions, kernels and agents, with the original's states and transitions.
 
 use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 
@@ -15,51 +12,8 @@ macro_rules! status_enum {
             $($(#[$vdoc])* $variant),+
         }
 
-        impl $name {
-            /// Every status, in declaration order.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The wire name, e.g. `RUNNING`.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $text),+
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        /// Case-insensitive; `-` is read as `_`.
-        impl FromStr for $name {
-            type Err = Error;
-            fn from_str(s: &str) -> Result<Self> {
-                let upper = s.trim().to_ascii_uppercase().replace('-', "_");
-                match upper.as_str() {
-                    $($text => Ok($name::$variant),)+
-                    _ => Err(Error::UnknownVariant {
-                        kind: $kind,
-                        input: s.to_string(),
-                        expected: [$($text),+].join(", "),
-                    }),
-                }
-            }
-        }
-
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-                s.serialize_str(self.as_str())
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-                String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
-            }
-        }
+        // case-insensitive; `-` is read as `_`
+        wire_names!($name, $kind, |s| s.to_ascii_uppercase().replace('-', "_"), [$($variant => $text),+]);
     };
 }
 

@@ -156,14 +156,27 @@ pub fn num_extras(requested: &ResourceSlot, available: &ResourceSlot) -> u32 {
     available.iter().filter(|(k, v)| *v > Decimal::ZERO && requested.get(k).is_zero()).count() as u32
 }
 
-/// Picks the first agent with the smallest key among those whose free slots fit the request;
-/// the shared shape of the linear reference implementations.
-pub(crate) fn pick_min<K: Ord>(
-    request: &SelectionRequest<'_>,
-    agents: &[AgentView<'_>],
-    key: impl Fn(&AgentView<'_>) -> K,
-) -> Option<usize> {
-    let mut best: Option<(K, usize)> = None;
+/// The linear reference choice of the ranked strategies (dispersed, concentrated, legacy):
+/// among the agents whose free slots fit, the first with the smallest key
+/// `(endpoint kernels, extras, ranked values…)`, where the ranked values are the free (legacy:
+/// total) amounts of the request's slots in priority order, negated when larger is better, and
+/// a slot the agent does not offer ranks last. Only `concentrated` counts endpoint kernels.
+pub(crate) fn pick_ranked(strategy: Strategy, request: &SelectionRequest<'_>, agents: &[AgentView<'_>]) -> Option<usize> {
+    let order = priority_order(request.requested, request.resource_priority);
+    let key = |a: &AgentView<'_>| {
+        let values: Vec<Decimal> = order
+            .iter()
+            .map(|k| match strategy {
+                _ if !a.available.contains(k) => Decimal::MAX,
+                Strategy::Concentrated => a.free.get(k),
+                Strategy::Legacy => -a.available.get(k),
+                Strategy::Dispersed | Strategy::RoundRobin => -a.free.get(k),
+            })
+            .collect();
+        let endpoint = if strategy == Strategy::Concentrated { a.endpoint_kernels } else { 0 };
+        (endpoint, num_extras(request.requested, a.available), values)
+    };
+    let mut best: Option<(_, usize)> = None;
     for (i, agent) in agents.iter().enumerate() {
         if !request.requested.fits_in(&agent.free) {
             continue;
@@ -174,16 +187,6 @@ pub(crate) fn pick_min<K: Ord>(
         }
     }
     best.map(|(_, i)| i)
-}
-
-/// The value of a slot for ranking, negated when larger is better; a slot the agent does not
-/// offer at all ranks last either way.
-pub(crate) fn rank_value(agent_has: bool, value: Decimal, larger_first: bool) -> Decimal {
-    match (agent_has, larger_first) {
-        (false, _) => Decimal::MAX,
-        (true, true) => -value,
-        (true, false) => value,
-    }
 }
 
 #[cfg(test)]
