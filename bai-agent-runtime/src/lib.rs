@@ -1,10 +1,29 @@
 //! Everything a bai agent does on its compute node, usable without the agent daemon.
 //!
-//! This crate will own the container runtime trait and its Docker (bollard) and local-process
-//! backends, node resource discovery and allocation, accelerator plugins, scratch storage,
-//! service ports, code execution and monitoring. It must never depend on the manager.
+//! - [`runtime`]: the [`ContainerRuntime`](runtime::ContainerRuntime) trait and its Docker
+//!   backend (bollard).
+//! - [`resources`]: node capacity discovery and allocation maps (CPU cores, memory, shared
+//!   memory), with [`accelerator`] plugins for devices.
+//! - [`ports`]: the host port pool for service ports.
+//! - [`scratch`] and [`vfolder`]: per-kernel scratch directories with an enforced quota, and
+//!   virtual-folder mounts that cannot escape their host root.
+//! - [`stats`]: per-container and node statistics from the cgroup hierarchy and /proc.
+//! - [`exec`]: code execution inside kernels, in batch and query modes, through a small runner.
+//! - [`labels`]: the container labels from which an agent rebuilds its state.
 //!
-//! Its integration tests already talk to a real Docker Engine through bollard (see
-//! `tests/docker.rs`), so the test environment proves Docker is reachable.
+//! It must never depend on the manager: a platform team can drive containers through it
+//! directly.
+
+pub mod accelerator;
+pub mod error;
+pub mod exec;
+pub mod labels;
+pub mod ports;
+pub mod resources;
+pub mod runtime;
+pub mod scratch;
+pub mod stats;
+pub mod vfolder;
 
 pub use bai_core;
+pub use error::{Error, Result};
