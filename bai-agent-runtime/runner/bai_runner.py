@@ -81,17 +81,14 @@ class Protocol:
         return b"".join(chunks)
 
     def receive(self):
-        """The next message, or None at EOF."""
+        """The next payload (bytes), or None at EOF."""
         header = self._read_exact(4)
         if header is None:
             return None
         (length,) = struct.unpack(">I", header)
         if length > MAX_FRAME:
             raise ValueError("frame of %d bytes exceeds %d" % (length, MAX_FRAME))
-        payload = self._read_exact(length)
-        if payload is None:
-            return None
-        return json.loads(payload.decode("utf-8"))
+        return self._read_exact(length)
 
 
 class OutputPump(threading.Thread):
@@ -104,6 +101,8 @@ class OutputPump(threading.Thread):
         self.kind = kind
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.cond = threading.Condition()
+        self.write_lock = threading.Lock()
+        self.fd_write = None
         self.marks_written = 0
         self.marks_seen = 0
 
@@ -144,10 +143,12 @@ class OutputPump(threading.Thread):
 
     def sync(self):
         """Returns once everything written to the pipe before the call has been sent."""
-        with self.cond:
+        # A write this short to a pipe is atomic, so other writers cannot split the mark.
+        with self.write_lock:
             self.marks_written += 1
             target = self.marks_written
             os.write(self.fd_write, SYNC_MARK)
+        with self.cond:
             while self.marks_seen < target:
                 self.cond.wait()
 
@@ -242,12 +243,20 @@ class Runner:
             pass
 
     def send(self, message):
+        # An interrupt in the middle of a frame would corrupt the stream: the main thread holds
+        # SIGINT back while it writes (a pending one is raised when the mask is restored).
+        in_main = threading.get_ident() == self.main_thread
+        if in_main:
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
         try:
             self.protocol.send(message)
         except OSError as err:
             # The agent is gone: nothing left to do.
             self.log("cannot send a frame (%s); exiting" % err)
             os._exit(0)
+        finally:
+            if in_main:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def send_console(self, kind, text):
         self.send({"type": kind, "run_id": self.run_id, "data": text})
@@ -304,13 +313,18 @@ class Runner:
     def read_requests(self):
         while True:
             try:
-                message = self.protocol.receive()
+                payload = self.protocol.receive()
             except (OSError, ValueError) as err:
                 self.log("bad request stream: %s" % err)
-                message = None
-            if message is None:
+                payload = None
+            if payload is None:
                 self.shutdown()
                 return
+            try:
+                message = json.loads(payload.decode("utf-8"))
+            except ValueError as err:
+                self.send({"type": "error", "message": "a request is not JSON: %s" % err})
+                continue
             if not isinstance(message, dict):
                 self.send({"type": "error", "message": "a request must be a JSON object"})
                 continue
@@ -369,6 +383,9 @@ class Runner:
 
     def run_code(self, code):
         """Runs a cell and returns its exit code."""
+        # An interrupt meant for the previous run may still be pending: consume it.
+        if signal.SIGINT in signal.sigpending():
+            signal.sigwait([signal.SIGINT])
         try:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
             try:

@@ -5,6 +5,7 @@
 //! same tests where they apply.
 
 pub mod docker;
+pub mod process;
 
 use std::collections::BTreeMap;
 use std::pin::Pin;

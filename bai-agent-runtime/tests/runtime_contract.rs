@@ -1,11 +1,13 @@
-//! `DockerRuntime` against a real Docker Engine: the container life cycle, exec, logs, stats,
-//! copies, labels, and telling an out-of-memory kill apart from other exits.
+//! The `ContainerRuntime` contract, run against every backend where it applies: `DockerRuntime`
+//! on a real Docker Engine and `ProcessRuntime` on this host. The container life cycle, exec,
+//! logs, stats, copies, labels, and telling an out-of-memory kill apart from other exits.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use bai_agent_runtime::runtime::process::{ProcessRuntime, HOST_IMAGE};
 use bai_agent_runtime::runtime::{ContainerRuntime, ContainerSpec, ContainerState, ExecSpec, Output, Termination};
 use common::*;
 use futures::StreamExt;
@@ -36,14 +38,33 @@ impl Drop for Cleanup {
     }
 }
 
+/// A process runtime in a fresh directory (kept alive by the returned guard).
+fn process_runtime() -> (ProcessRuntime, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    (ProcessRuntime::new(dir.path()).unwrap(), dir)
+}
+
 #[tokio::test]
-async fn container_life_cycle() {
+async fn docker_container_life_cycle() {
     let Some(rt) = docker().await else { return };
     let image = busybox_image(&rt).await;
     let name = unique_name("life");
     let _cleanup = Cleanup(name.clone());
-    let mut s = spec(&image, &name, &["sleep", "300"]);
-    s.memory_limit = Some(64 << 20);
+    life_cycle(&rt, &image, &name, true).await;
+}
+
+#[tokio::test]
+async fn process_container_life_cycle() {
+    let (rt, _dir) = process_runtime();
+    let limits = rt.limits_memory();
+    life_cycle(&rt, HOST_IMAGE, &unique_name("life"), limits).await;
+}
+
+async fn life_cycle(rt: &dyn ContainerRuntime, image: &str, name: &str, limit_memory: bool) {
+    let mut s = spec(image, name, &["sleep", "300"]);
+    if limit_memory {
+        s.memory_limit = Some(64 << 20);
+    }
     s.env.insert("GREETING".into(), "hello".into());
     let id = rt.create(&s).await.expect("create");
     assert_eq!(rt.inspect(&id).await.unwrap().state, ContainerState::Created);
@@ -54,7 +75,7 @@ async fn container_life_cycle() {
     assert!(info.pid.is_some());
 
     // found by label, and only by its own label value
-    let listed = rt.list(&[("ai.backend.bai.test", Some(&name))]).await.unwrap();
+    let listed = rt.list(&[("ai.backend.bai.test", Some(name))]).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, id);
 
@@ -101,10 +122,11 @@ async fn container_life_cycle() {
     std::io::Read::read_to_string(&mut entry, &mut content).unwrap();
     assert_eq!(content, "12345");
 
-    // stats through the Docker API
     let stats = rt.stats(&id).await.expect("stats");
-    assert_eq!(stats.memory_limit_bytes, 64 << 20);
-    assert!(stats.memory_bytes > 0);
+    if limit_memory {
+        assert_eq!(stats.memory_limit_bytes, 64 << 20);
+        assert!(stats.memory_bytes > 0);
+    }
 
     rt.stop(&id, Duration::from_secs(5)).await.expect("stop");
     let info = rt.inspect(&id).await.unwrap();
@@ -117,12 +139,22 @@ async fn container_life_cycle() {
 }
 
 #[tokio::test]
-async fn exits_and_logs_are_reported() {
+async fn docker_exits_and_logs_are_reported() {
     let Some(rt) = docker().await else { return };
     let image = busybox_image(&rt).await;
     let name = unique_name("exit");
     let _cleanup = Cleanup(name.clone());
-    let id = rt.create(&spec(&image, &name, &["sh", "-c", "echo to-the-log; exit 7"])).await.unwrap();
+    exits_and_logs(&rt, &image, &name).await;
+}
+
+#[tokio::test]
+async fn process_exits_and_logs_are_reported() {
+    let (rt, _dir) = process_runtime();
+    exits_and_logs(&rt, HOST_IMAGE, &unique_name("exit")).await;
+}
+
+async fn exits_and_logs(rt: &dyn ContainerRuntime, image: &str, name: &str) {
+    let id = rt.create(&spec(image, name, &["sh", "-c", "echo to-the-log; exit 7"])).await.unwrap();
     rt.start(&id).await.unwrap();
     assert_eq!(rt.wait(&id).await.unwrap(), Termination::Exited { code: 7 });
     let logs = rt.logs(&id).await.unwrap();
@@ -131,13 +163,27 @@ async fn exits_and_logs_are_reported() {
 }
 
 #[tokio::test]
-async fn out_of_memory_is_told_apart() {
+async fn docker_out_of_memory_is_told_apart() {
     let Some(rt) = docker().await else { return };
     let image = busybox_image(&rt).await;
     let name = unique_name("oom");
     let _cleanup = Cleanup(name.clone());
+    out_of_memory(&rt, &image, &name).await;
+}
+
+#[tokio::test]
+async fn process_out_of_memory_is_told_apart() {
+    let (rt, _dir) = process_runtime();
+    if !rt.limits_memory() {
+        eprintln!("skipping: this host has no writable cgroup v1 memory controller, so the process runtime cannot limit memory");
+        return;
+    }
+    out_of_memory(&rt, HOST_IMAGE, &unique_name("oom")).await;
+}
+
+async fn out_of_memory(rt: &dyn ContainerRuntime, image: &str, name: &str) {
     // a 200 MiB buffer in a container limited to 64 MiB
-    let mut s = spec(&image, &name, &["dd", "if=/dev/zero", "of=/dev/null", "bs=200M", "count=1"]);
+    let mut s = spec(image, name, &["dd", "if=/dev/zero", "of=/dev/null", "bs=200M", "count=1"]);
     s.memory_limit = Some(64 << 20);
     let id = rt.create(&s).await.unwrap();
     rt.start(&id).await.unwrap();
@@ -145,6 +191,25 @@ async fn out_of_memory_is_told_apart() {
     assert_eq!(termination, Termination::OutOfMemory);
     assert_eq!(termination.exit_code(), 137);
     rt.destroy(&id).await.unwrap();
+}
+
+#[tokio::test]
+async fn process_runtime_refuses_what_it_cannot_do() {
+    let (rt, _dir) = process_runtime();
+    let mut s = spec("python:3.11", &unique_name("refuse"), &["true"]);
+    assert!(rt.create(&s).await.unwrap_err().to_string().contains("python:3.11"));
+    s.image = HOST_IMAGE.into();
+    s.mounts.push(bai_agent_runtime::runtime::BindMount { source: "/etc".into(), target: "/etc".into(), read_only: true });
+    assert!(rt.create(&s).await.unwrap_err().to_string().contains("bind mounts"));
+    s.mounts.clear();
+    let id = rt.create(&s).await.unwrap();
+    let err = rt.copy_out(&id, "/etc/passwd").await.unwrap_err().to_string();
+    assert!(err.contains("/home/work"), "{err}");
+    let err = rt.copy_out(&id, "/home/work/../../x").await.unwrap_err().to_string();
+    assert!(err.contains("leaves"), "{err}");
+    rt.destroy(&id).await.unwrap();
+    assert!(matches!(rt.inspect(&id).await, Err(bai_agent_runtime::Error::NotFound { .. })));
+    assert!(matches!(rt.inspect("../etc").await, Err(bai_agent_runtime::Error::NotFound { .. })));
 }
 
 #[tokio::test]
