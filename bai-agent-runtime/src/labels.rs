@@ -112,9 +112,84 @@ impl KernelLabels {
     }
 }
 
+/// A service an image declares in its `ai.backend.service-ports` label.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServicePort {
+    /// The service's name, e.g. `jupyter`.
+    pub name: String,
+    /// `http`, `tcp`, `pty` or `preopen`.
+    pub protocol: String,
+    /// Its ports inside the container.
+    pub container_ports: Vec<u16>,
+}
+
+/// Container ports the agent keeps for itself, which images may not declare.
+pub const RESERVED_CONTAINER_PORTS: [u16; 6] = [2000, 2001, 2002, 2003, 2200, 7681];
+
+/// Parses `name:proto:port` or `name:proto:[p1,p2]` entries, comma-separated (brackets may hold
+/// commas). Protocols are `http`, `tcp`, `pty` and `preopen`; ports must be in 1025–65534 and
+/// not reserved; a port may be declared once.
+pub fn parse_service_ports(label: &str) -> Result<Vec<ServicePort>> {
+    let field = |reason: String| Error::invalid(format!("label {SERVICE_PORTS}"), reason);
+    let mut entries = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, c) in label.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                entries.push(&label[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    entries.push(&label[start..]);
+    let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for entry in entries.into_iter().map(str::trim).filter(|e| !e.is_empty()) {
+        let mut parts = entry.splitn(3, ':');
+        let (Some(name), Some(protocol), Some(ports)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(field(format!("{entry:?}: expected name:protocol:port")));
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+            return Err(field(format!("{entry:?}: invalid service name")));
+        }
+        if !matches!(protocol, "http" | "tcp" | "pty" | "preopen") {
+            return Err(field(format!("{entry:?}: protocol must be http, tcp, pty or preopen")));
+        }
+        let list = ports.strip_prefix('[').and_then(|p| p.strip_suffix(']')).unwrap_or(ports);
+        let mut container_ports = Vec::new();
+        for p in list.split(',') {
+            let port: u16 = p.trim().parse().map_err(|_| field(format!("{entry:?}: {p:?} is not a port number")))?;
+            if !(1025..=65534).contains(&port) || RESERVED_CONTAINER_PORTS.contains(&port) {
+                return Err(field(format!("{entry:?}: port {port} is reserved or outside 1025-65534")));
+            }
+            if !seen.insert(port) {
+                return Err(field(format!("{entry:?}: port {port} is declared twice")));
+            }
+            container_ports.push(port);
+        }
+        out.push(ServicePort { name: name.to_string(), protocol: protocol.to_string(), container_ports });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_ports_parse_like_the_original() {
+        let ports = parse_service_ports("jupyter:http:8080, tensorboard:http:6006,vscode:http:[8180,8181]").unwrap();
+        assert_eq!(ports.len(), 3);
+        assert_eq!(ports[2].container_ports, [8180, 8181]);
+        assert_eq!(parse_service_ports("").unwrap(), []);
+        for bad in ["x:http", "x:udp:9000", "x:http:2200", "x:http:80", "x:http:9000,y:tcp:9000", "x y:http:9000"] {
+            let err = parse_service_ports(bad).unwrap_err().to_string();
+            assert!(err.contains(SERVICE_PORTS), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn labels_round_trip() {

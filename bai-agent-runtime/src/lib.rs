@@ -17,6 +17,7 @@
 pub mod accelerator;
 pub mod error;
 pub mod exec;
+pub mod kernel;
 pub mod labels;
 pub mod ports;
 pub mod resources;
