@@ -7,7 +7,14 @@ At start the runner moves the protocol onto private file descriptors (duplicates
 that child processes do not inherit), points fd 0 at /dev/null and fds 1 and 2 at pipes that two
 threads read. So everything user code and its subprocesses print becomes ``stdout``/``stderr``
 frames, and nothing can corrupt the frame stream. The runner's own diagnostics go to the
-original fd 2 (the exec's stderr).
+original fd 2 (the exec's stderr). Before it sends ``finished``, ``waiting-input``, ``media`` or
+``html``, the runner writes a marker into both pipes and waits until their readers reach it, so
+everything printed before has been sent first. Output printed between runs (by a thread or a
+background process) carries a null run_id.
+
+Interrupts: SIGINT is blocked in every thread but the main one, and there only while user code
+runs; ``interrupt`` sends SIGINT to the main thread, which also wakes blocking calls such as
+``time.sleep`` or ``subprocess.run``.
 
 Agent -> runner (key ``op``):
   code       {run_id, code}   run code in the kernel's namespace (one run at a time, in order)
@@ -45,12 +52,14 @@ import sys
 import threading
 import time
 import traceback
+import types
 
 PROTOCOL_VERSION = 1
 MAX_FRAME = 64 * 1024 * 1024
 # Written into the output pipes to find where a run's output ends; NUL and ESC keep it out of
 # ordinary text.
 SYNC_MARK = b"\x00\x1b[bai-sync]\x1b\x00"
+RUNNER_FILE = os.path.abspath(__file__)
 
 
 class Protocol:
@@ -220,12 +229,12 @@ class Runner:
         self.inputs = queue.Queue()
         self.main_thread = threading.main_thread().ident
         self.cell = 0
-        self.namespace = {
-            "__name__": "__main__",
-            "__doc__": None,
-            "__builtins__": builtins,
-            "bai": BaiHelper(self),
-        }
+        # The kernel's namespace is a module of its own that stands in for __main__, so that
+        # pickle and friends find what user code defines.
+        main = types.ModuleType("__main__")
+        main.__dict__.update({"__builtins__": builtins, "bai": BaiHelper(self)})
+        sys.modules["__main__"] = main
+        self.namespace = main.__dict__
         builtins.input = self.builtin_input
         try:
             import getpass
@@ -295,6 +304,9 @@ class Runner:
                 answer = self.inputs.get(timeout=0.5)
             except queue.Empty:
                 continue
+            except KeyboardInterrupt:
+                # Raised afresh, so the traceback does not show the queue's internals.
+                raise KeyboardInterrupt() from None
             if answer is None:
                 raise EOFError("the agent closed the runner")
             if answer[0] in (None, run_id):
@@ -387,9 +399,14 @@ class Runner:
         if signal.SIGINT in signal.sigpending():
             signal.sigwait([signal.SIGINT])
         try:
+            units = self.compile_cell(code)
+        except (SyntaxError, ValueError) as err:  # ValueError: NUL bytes in the source
+            sys.stderr.write("".join(traceback.format_exception_only(type(err), err)))
+            return 1
+        try:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
             try:
-                for unit in self.compile_cell(code):
+                for unit in units:
                     exec(unit, self.namespace)
             finally:
                 signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
@@ -406,16 +423,21 @@ class Runner:
             return 1
 
     def print_exception(self, err):
-        tb = err.__traceback__
-        # Drop the runner's own frames: the user's code starts at the first cell frame.
-        while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell "):
-            tb = tb.tb_next
-        if isinstance(err, SyntaxError):
-            lines = traceback.format_exception_only(type(err), err)
-        else:
-            lines = traceback.format_exception(type(err), err, tb)
+        report = traceback.TracebackException(type(err), err, err.__traceback__)
+        # The user's code is all that matters: drop the runner's own frames, here and in the
+        # exceptions chained to this one.
+        seen = set()
+        pending = [report]
+        while pending:
+            item = pending.pop()
+            if item is None or id(item) in seen:
+                continue
+            seen.add(id(item))
+            item.stack = traceback.StackSummary.from_list(
+                [frame for frame in item.stack if frame.filename != RUNNER_FILE])
+            pending.extend([item.__cause__, item.__context__])
         try:
-            sys.stderr.write("".join(lines))
+            sys.stderr.write("".join(report.format()))
         except Exception:
             pass
 

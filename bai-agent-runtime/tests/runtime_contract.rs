@@ -224,3 +224,27 @@ async fn missing_things_are_clear_errors() {
     let err = bai_agent_runtime::runtime::docker::DockerRuntime::connect("unix:///nonexistent/docker.sock").await.unwrap_err();
     assert!(err.to_string().contains("/nonexistent/docker.sock"), "{err}");
 }
+
+#[tokio::test]
+async fn docker_shared_memory_overflow_is_told_apart() {
+    let Some(rt) = docker().await else { return };
+    let Some(image) = service_env("BAI_TEST_KERNEL_IMAGE") else { return };
+    let name = unique_name("shm");
+    let _cleanup = Cleanup(name.clone());
+    // touch 64 MiB of a /dev/shm mapping limited to 16 MiB: SIGBUS, exit 135
+    let script = "import mmap, os\n\
+                  fd = os.open('/dev/shm/big', os.O_CREAT | os.O_RDWR)\n\
+                  os.ftruncate(fd, 64 << 20)\n\
+                  m = mmap.mmap(fd, 64 << 20)\n\
+                  for i in range(0, 64 << 20, 4096):\n    m[i] = 1\n";
+    let mut s = spec(&image, &name, &["python3", "-c", script]);
+    s.memory_limit = Some(512 << 20);
+    s.shm_size = Some(16 << 20);
+    let id = rt.create(&s).await.unwrap();
+    rt.start(&id).await.unwrap();
+    let termination = rt.wait(&id).await.unwrap();
+    assert_eq!(termination, Termination::SharedMemoryExceeded);
+    assert_eq!(termination.exit_code(), 135);
+    assert_ne!(termination.reason(), Termination::OutOfMemory.reason());
+    rt.destroy(&id).await.unwrap();
+}

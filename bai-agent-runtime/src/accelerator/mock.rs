@@ -158,7 +158,10 @@ impl MockAccelerator {
         for (i, d) in config.devices.iter().enumerate() {
             let field = format!("devices[{i}]");
             if d.id.is_empty() || d.id.contains([',', ' ']) {
-                return Err(Error::invalid(format!("{field}.id"), format!("{:?}: expected a non-empty id without ',' or spaces", d.id)));
+                return Err(Error::invalid(
+                    format!("{field}.id"),
+                    format!("{:?}: expected a non-empty id without ',' or spaces", d.id),
+                ));
             }
             if !seen.insert(d.id.as_str()) {
                 return Err(Error::invalid(format!("{field}.id"), format!("{:?} appears twice", d.id)));
@@ -206,9 +209,7 @@ impl MockAccelerator {
     }
 
     fn metrics_of(d: &MockDevice, fraction: Decimal) -> DeviceMetrics {
-        let scale_bytes = |b: u64| -> u64 {
-            u64::try_from((Decimal::from(b) * fraction).floor()).unwrap_or(b)
-        };
+        let scale_bytes = |b: u64| -> u64 { u64::try_from((Decimal::from(b) * fraction).floor()).unwrap_or(b) };
         DeviceMetrics {
             device_id: d.id.clone(),
             utilization: Some((d.utilization * fraction).normalize()),
@@ -274,9 +275,10 @@ impl AcceleratorPlugin for MockAccelerator {
         let by_id: BTreeMap<&str, &MockDevice> = self.config.devices.iter().map(|d| (d.id.as_str(), d)).collect();
         let mut out = Vec::new();
         for id in allocation.device_ids() {
-            let device = by_id
-                .get(id.as_str())
-                .ok_or_else(|| Error::NotFound { kind: "accelerator device", id: format!("{}:{id}", self.config.key) })?;
+            let device = by_id.get(id.as_str()).ok_or_else(|| Error::NotFound {
+                kind: "accelerator device",
+                id: format!("{}:{id}", self.config.key),
+            })?;
             let capacity = self.capacity_of(device);
             let fraction = (allocation.amount_of(&id) / capacity).min(Decimal::ONE);
             out.push(Self::metrics_of(device, fraction));

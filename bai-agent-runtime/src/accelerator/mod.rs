@@ -168,7 +168,14 @@ pub struct DeviceMetrics {
 impl DeviceMetrics {
     /// A sample with only the device id set.
     pub fn empty(device_id: impl Into<String>) -> Self {
-        Self { device_id: device_id.into(), utilization: None, memory_used: None, memory_total: None, temperature: None, power: None }
+        Self {
+            device_id: device_id.into(),
+            utilization: None,
+            memory_used: None,
+            memory_total: None,
+            temperature: None,
+            power: None,
+        }
     }
 }
 

@@ -332,10 +332,7 @@ impl Cgroups {
         }
         let v1 = |controller: &str, mounts: &[&str]| -> Option<(PathBuf, PathBuf)> {
             let mount = mounts.iter().map(|m| base.join(m)).find(|m| m.is_dir())?;
-            let rel = entries
-                .iter()
-                .find(|(c, _)| c.split(',').any(|name| name == controller))
-                .map_or("/", |(_, p)| p);
+            let rel = entries.iter().find(|(c, _)| c.split(',').any(|name| name == controller)).map_or("/", |(_, p)| p);
             Some((cgroup_dir(&mount, rel), mount))
         };
         let cpuset = v1("cpuset", &["cpuset"]);
@@ -425,13 +422,19 @@ impl Cgroups {
             if text == "max" {
                 continue;
             }
-            // v1 writes "unlimited" as a huge page-aligned number; it loses to MemTotal anyway
             let limit: u64 = parse_number(&path, text)?;
+            if limit >= V1_UNLIMITED {
+                continue;
+            }
             best = Some(best.map_or(limit, |b| b.min(limit)));
         }
         Ok(best)
     }
 }
+
+/// cgroup v1 reports "no limit" as the largest page-aligned `i64` (`9223372036854771712` with
+/// 4 KiB pages); anything from 2^62 up is taken as no limit.
+const V1_UNLIMITED: u64 = 1 << 62;
 
 fn parse_number<T: std::str::FromStr>(path: &Path, text: &str) -> Result<T> {
     text.trim()
@@ -576,6 +579,7 @@ mod tests {
         root.write("sys/fs/cgroup/memory/memory.limit_in_bytes", "9223372036854771712\n");
         let host = detect_host(root.path(), None).unwrap();
         assert_eq!(host.cgroup, CgroupVersion::V1);
+        assert_eq!(host.mem_limit, None);
         assert_eq!(host.mem(), MEM_TOTAL);
         assert_eq!(host.cores.len(), 8);
     }

@@ -115,7 +115,17 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             ..Default::default()
         })
         .collect();
+    let device_nodes: Vec<bollard::models::DeviceMapping> = spec
+        .device_nodes
+        .iter()
+        .map(|path| bollard::models::DeviceMapping {
+            path_on_host: Some(path.clone()),
+            path_in_container: Some(path.clone()),
+            cgroup_permissions: Some("rwm".into()),
+        })
+        .collect();
     let host_config = HostConfig {
+        devices: (!device_nodes.is_empty()).then_some(device_nodes),
         binds: (!binds.is_empty()).then_some(binds),
         memory: spec.memory_limit.and_then(|m| i64::try_from(m).ok()),
         memory_swap: spec.memory_limit.and_then(|m| i64::try_from(m).ok()),

@@ -82,8 +82,10 @@ pub struct ContainerSpec {
     pub nano_cpus: Option<i64>,
     /// Ports to publish.
     pub ports: Vec<PortMapping>,
-    /// Devices to hand over.
+    /// Devices to hand over through a device driver (e.g. NVIDIA's).
     pub devices: Vec<DeviceRequest>,
+    /// Host device nodes to expose at the same path (e.g. `/dev/kfd`, `/dev/dri/renderD128`).
+    pub device_nodes: Vec<String>,
     /// Run an init process as PID 1 (reaps zombies, forwards signals).
     pub init: bool,
     /// Keep stdin open (for runners that talk over stdin).

@@ -244,7 +244,7 @@ impl ContainerRuntime for ProcessRuntime {
         if !spec.ports.is_empty() {
             return Err(unsupported("ports", "published ports"));
         }
-        if !spec.devices.is_empty() {
+        if !spec.devices.is_empty() || !spec.device_nodes.is_empty() {
             return Err(unsupported("devices", "devices"));
         }
         if spec.memory_limit.is_some() && self.memory_cgroup.is_none() {

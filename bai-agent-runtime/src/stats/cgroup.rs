@@ -85,7 +85,8 @@ impl ContainerCgroup {
     /// The cgroup directories of one container.
     ///
     /// With a `pid`, they come from `<proc_root>/<pid>/cgroup`, which is right for any cgroup
-    /// driver and parent. Without one, or if that file names a missing directory, the engine's
+    /// driver and parent. Without one, or if that file names a missing directory, the root
+    /// cgroup or a path with `..` (another cgroup namespace), the engine's
     /// naming is tried: `docker/<id>` (cgroupfs driver) and `system.slice/docker-<id>.scope`
     /// (systemd driver), under each controller for v1 or under the root for v2.
     pub fn resolve(
@@ -132,6 +133,11 @@ impl ContainerCgroup {
             relative_cgroup_path(path)
         };
         let memory_rel = path_of("memory")?;
+        if memory_rel.as_os_str().is_empty() {
+            // A container is never in the root cgroup; "/" means the PID is in another cgroup
+            // namespace's root, and reading the host's totals would be wrong.
+            return None;
+        }
         let found = Self::uniform(cgroup_root, version, |c| path_of(c).or_else(|| Some(memory_rel.clone())));
         found.memory.is_dir().then_some(found)
     }
@@ -256,7 +262,7 @@ fn read_optional(path: &Path, buf: &mut String) -> Result<bool> {
 
 fn read_u64(path: &Path, buf: &mut String) -> Result<u64> {
     read_file(path, buf)?;
-    parse_u64(path, "value", buf)
+    parse_u64(path, "contents", buf)
 }
 
 /// The value of `key` in a `key value` file (`memory.stat`, `cpu.stat`).

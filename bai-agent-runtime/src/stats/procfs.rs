@@ -9,7 +9,8 @@ use crate::error::{Error, Result};
 
 /// Parses one unsigned integer, naming `what` and the file when it is not one.
 pub(crate) fn parse_u64(path: &Path, what: &str, s: &str) -> Result<u64> {
-    s.trim().parse::<u64>().map_err(|_| {
+    let s = s.trim();
+    s.parse::<u64>().map_err(|_| {
         Error::invalid(path.display().to_string(), format!("{what}: expected an unsigned integer, found {s:?}"))
     })
 }
