@@ -1743,6 +1743,9 @@ mod tests {
         async fn inspect_image(&self, _: &str) -> Result<ImageInfo> {
             unsupported()
         }
+        async fn remove_image(&self, _: &str) -> Result<()> {
+            unsupported()
+        }
     }
 
     fn scripted(script: Vec<(Vec<Output>, Option<i64>)>) -> ScriptedEngine {

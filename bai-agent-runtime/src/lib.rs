@@ -10,17 +10,21 @@
 //! - [`stats`]: per-container and node statistics from the cgroup hierarchy and /proc.
 //! - [`exec`]: code execution inside kernels, in batch and query modes, through a small runner.
 //! - [`labels`]: the container labels from which an agent rebuilds its state.
+//! - [`rpc`]: the manager ↔ agent gRPC protocol (generated client and server, token check).
+//! - [`bus`]: the event bus (Redis streams, or in process) agents and the manager share.
 //!
 //! It must never depend on the manager: a platform team can drive containers through it
 //! directly.
 
 pub mod accelerator;
+pub mod bus;
 pub mod error;
 pub mod exec;
 pub mod kernel;
 pub mod labels;
 pub mod ports;
 pub mod resources;
+pub mod rpc;
 pub mod runtime;
 pub mod scratch;
 pub mod stats;

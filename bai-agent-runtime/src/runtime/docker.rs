@@ -425,4 +425,13 @@ impl ContainerRuntime for DockerRuntime {
             Err(e) => Err(engine("inspect image")(e)),
         }
     }
+
+    async fn remove_image(&self, reference: &str) -> Result<()> {
+        let options = bollard::query_parameters::RemoveImageOptionsBuilder::default().force(false).noprune(false).build();
+        match self.docker.remove_image(reference, Some(options), None).await {
+            Ok(_) => Ok(()),
+            Err(e) if status_of(&e) == Some(404) => Err(Error::NotFound { kind: "image", id: reference.to_string() }),
+            Err(e) => Err(engine("remove image")(e)),
+        }
+    }
 }

@@ -327,6 +327,8 @@ pub trait ContainerRuntime: Send + Sync {
     async fn list_images(&self) -> Result<Vec<ImageInfo>>;
     /// Inspects a local image.
     async fn inspect_image(&self, reference: &str) -> Result<ImageInfo>;
+    /// Removes an image (never forced: an image a container uses is refused by the engine).
+    async fn remove_image(&self, reference: &str) -> Result<()>;
 }
 
 #[cfg(test)]

@@ -509,6 +509,13 @@ impl ContainerRuntime for ProcessRuntime {
         Ok(vec![self.inspect_image(HOST_IMAGE).await?])
     }
 
+    async fn remove_image(&self, reference: &str) -> Result<()> {
+        if reference == HOST_IMAGE {
+            return Err(Error::invalid("image", "the process backend's `host` image cannot be removed"));
+        }
+        Err(Error::NotFound { kind: "image", id: reference.to_string() })
+    }
+
     async fn inspect_image(&self, reference: &str) -> Result<ImageInfo> {
         if reference != HOST_IMAGE {
             return Err(Error::NotFound { kind: "image", id: reference.to_string() });

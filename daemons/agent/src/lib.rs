@@ -1,11 +1,28 @@
 //! The bai agent as a library: the daemon `bai-agent` is a thin `main.rs` over it.
 //!
-//! This crate will own the agent's gRPC server for the manager, heartbeats and events,
-//! lifecycle synchronisation with the container runtime of [`bai_agent_runtime`], recovery
-//! after restarts, and metrics.
+//! - [`config`]: the configuration (TOML file, flags, environment, etcd).
+//! - [`agent`]: [`Agent`](agent::Agent), the state and every operation the manager can ask
+//!   for (create, destroy, execute, files, statistics, reconciliation, image pulls), with the
+//!   lifecycle events it sends.
+//! - [`rpc`]: the gRPC service (default port 6011) in front of it, behind the shared-token
+//!   check.
+//! - [`metrics`]: the Prometheus metrics and their endpoint (default port 6003).
+//! - [`daemon`]: composition — [`daemon::start`] builds everything from a configuration and
+//!   returns a handle whose `shutdown` leaves the kernels running.
+//!
+//! The node-side work (containers, resources, execution), the protocol and the event bus
+//! live in [`bai_agent_runtime`].
+
+pub mod agent;
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod metrics;
+pub mod rpc;
 
 pub use bai_agent_runtime;
 pub use bai_core;
+pub use error::{AgentError, Result};
 
 /// The version string of this build, as the agent reports it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

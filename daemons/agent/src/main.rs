@@ -1,20 +1,75 @@
-//! `bai-agent`: the agent daemon's entry point.
+//! `bai-agent`: the agent daemon's entry point. Everything is in the `bai_agent` library.
 
 use std::process::ExitCode;
 
+use bai_agent::config::{AgentConfig, Cli, SAMPLE};
+use clap::Parser;
+
 fn main() -> ExitCode {
-    let arg = std::env::args().nth(1);
-    match arg.as_deref() {
-        Some("--version") | Some("-V") => {
-            println!("bai-agent {}", bai_agent::VERSION);
-            ExitCode::SUCCESS
-        }
-        _ => {
-            eprintln!(
-                "bai-agent {}: this build has no server commands yet; only --version is available",
-                bai_agent::VERSION
-            );
-            ExitCode::from(2)
-        }
+    let cli = Cli::parse();
+    if cli.print_sample_config {
+        print!("{SAMPLE}");
+        return ExitCode::SUCCESS;
     }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BAI_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match AgentConfig::from_cli(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("bai-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        let mut shown = config.clone();
+        if shown.rpc.token.is_some() {
+            shown.rpc.token = Some("<hidden>".into());
+        }
+        match toml::to_string_pretty(&shown) {
+            Ok(text) => print!("{text}"),
+            Err(e) => eprintln!("bai-agent: {e}"),
+        }
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bai-agent: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let mut running = match bai_agent::daemon::start(config, None).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("bai-agent: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("bai-agent: cannot handle SIGTERM: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let code = tokio::select! {
+            _ = term.recv() => ExitCode::SUCCESS,
+            _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
+            e = running.failed() => {
+                eprintln!("bai-agent: {e}");
+                ExitCode::FAILURE
+            }
+        };
+        tracing::info!("shutting down; kernels keep running");
+        if let Err(e) = running.shutdown().await {
+            eprintln!("bai-agent: {e}");
+            return ExitCode::FAILURE;
+        }
+        code
+    })
 }

@@ -1,0 +1,258 @@
+//! The event bus: how agents (and the manager) tell each other what happened.
+//!
+//! [`EventBus`] has two implementations behind one trait: [`RedisBus`], the transport of a
+//! cluster (anycast events are appended to the Redis stream `events`, broadcast events are
+//! published on the channel `events_all`, as in the original), and [`MemoryBus`], an
+//! in-process bus for the all-in-one embedded mode and for tests.
+//!
+//! On Redis every stream entry has three fields: `name` (the event name, e.g.
+//! `kernel_started`), `source` (the agent id, or `manager`) and `args` (the positional
+//! arguments as a JSON array — see [`bai_core::Event`]). The stream is trimmed to about
+//! [`STREAM_MAXLEN`] entries.
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bai_core::Event;
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The Redis stream anycast events go to.
+pub const EVENT_STREAM: &str = "events";
+/// The Redis pub/sub channel broadcast events go to.
+pub const BROADCAST_CHANNEL: &str = "events_all";
+/// About how many entries the stream keeps (approximate trimming).
+pub const STREAM_MAXLEN: usize = 10_000;
+
+/// An event with where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The producer: an agent id or `manager`.
+    pub source: String,
+    /// The event.
+    pub event: Event,
+}
+
+impl Envelope {
+    /// An envelope from `source`.
+    pub fn new(source: impl Into<String>, event: Event) -> Self {
+        Self { source: source.into(), event }
+    }
+}
+
+/// A stream of events as a subscriber sees them.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<Envelope>> + Send>>;
+
+/// Where events go. Implementations must be cheap to share (`Arc<dyn EventBus>`).
+#[async_trait]
+pub trait EventBus: Send + Sync + std::fmt::Debug {
+    /// Sends an event to one consumer group member (the manager's event handlers).
+    async fn produce(&self, envelope: &Envelope) -> Result<()>;
+    /// Sends an event to every subscriber.
+    async fn broadcast(&self, envelope: &Envelope) -> Result<()>;
+    /// Every event produced or broadcast from now on, in order (best-effort: a slow
+    /// subscriber of the memory bus skips what it missed and gets an error saying how many).
+    async fn subscribe(&self) -> Result<EventStream>;
+    /// A short name for logs: `redis` or `memory`.
+    fn name(&self) -> &'static str;
+}
+
+fn bus_error(operation: &'static str, e: impl std::fmt::Display) -> Error {
+    Error::Engine { operation, message: e.to_string() }
+}
+
+/// The in-process bus.
+#[derive(Debug, Clone)]
+pub struct MemoryBus {
+    sender: tokio::sync::broadcast::Sender<Envelope>,
+}
+
+impl Default for MemoryBus {
+    fn default() -> Self {
+        Self::new(4096)
+    }
+}
+
+impl MemoryBus {
+    /// A bus whose subscribers may fall up to `capacity` events behind.
+    pub fn new(capacity: usize) -> Self {
+        Self { sender: tokio::sync::broadcast::channel(capacity.max(1)).0 }
+    }
+}
+
+#[async_trait]
+impl EventBus for MemoryBus {
+    async fn produce(&self, envelope: &Envelope) -> Result<()> {
+        // No subscriber is not an error: nobody is listening yet.
+        let _ = self.sender.send(envelope.clone());
+        Ok(())
+    }
+
+    async fn broadcast(&self, envelope: &Envelope) -> Result<()> {
+        self.produce(envelope).await
+    }
+
+    async fn subscribe(&self) -> Result<EventStream> {
+        let receiver = self.sender.subscribe();
+        let stream = futures::stream::unfold(receiver, |mut rx| async move {
+            match rx.recv().await {
+                Ok(envelope) => Some((Ok(envelope), rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    Some((Err(bus_error("receive event", format!("subscriber lagged; {n} events skipped"))), rx))
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+            }
+        });
+        Ok(Box::pin(stream))
+    }
+
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+}
+
+/// The Redis bus (stream `events` for anycast, channel `events_all` for broadcast).
+#[derive(Clone)]
+pub struct RedisBus {
+    client: redis::Client,
+    connection: redis::aio::ConnectionManager,
+    url: String,
+}
+
+impl std::fmt::Debug for RedisBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBus").field("url", &redact(&self.url)).finish_non_exhaustive()
+    }
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+impl RedisBus {
+    /// Connects to `url` (`redis://host:port/db`). Reconnects by itself afterwards.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let client = redis::Client::open(url).map_err(|e| Error::invalid("redis url", e.to_string()))?;
+        let connection = redis::aio::ConnectionManager::new(client.clone())
+            .await
+            .map_err(|e| Error::Unreachable { address: redact(url), message: e.to_string() })?;
+        Ok(Self { client, connection, url: url.to_string() })
+    }
+
+    fn fields(envelope: &Envelope) -> Result<[(&'static str, String); 3]> {
+        let args = serde_json::to_string(&envelope.event.args()).map_err(|e| bus_error("encode event", e))?;
+        Ok([("name", envelope.event.name().to_string()), ("source", envelope.source.clone()), ("args", args)])
+    }
+
+    /// Decodes a stream entry's fields back into an envelope.
+    pub fn decode(fields: &std::collections::HashMap<String, redis::Value>) -> Result<Envelope> {
+        let text = |key: &str| -> Result<String> {
+            match fields.get(key) {
+                Some(v) => redis::from_redis_value::<String>(v).map_err(|e| bus_error("decode event", format!("field {key}: {e}"))),
+                None => Err(bus_error("decode event", format!("field {key} missing"))),
+            }
+        };
+        let name = text("name")?;
+        let args: serde_json::Value = serde_json::from_str(&text("args")?).map_err(|e| bus_error("decode event", e))?;
+        let event = Event::from_parts(&name, args)?;
+        Ok(Envelope { source: text("source")?, event })
+    }
+}
+
+#[async_trait]
+impl EventBus for RedisBus {
+    async fn produce(&self, envelope: &Envelope) -> Result<()> {
+        let fields = Self::fields(envelope)?;
+        let mut conn = self.connection.clone();
+        let options = redis::streams::StreamAddOptions::default()
+            .trim(redis::streams::StreamTrimStrategy::maxlen(redis::streams::StreamTrimmingMode::Approx, STREAM_MAXLEN));
+        let _: String = redis::AsyncCommands::xadd_options(&mut conn, EVENT_STREAM, "*", &fields, &options)
+            .await
+            .map_err(|e| bus_error("XADD events", e))?;
+        Ok(())
+    }
+
+    async fn broadcast(&self, envelope: &Envelope) -> Result<()> {
+        let payload = serde_json::to_string(&serde_json::json!({
+            "name": envelope.event.name(),
+            "source": envelope.source,
+            "args": envelope.event.args(),
+        }))
+        .map_err(|e| bus_error("encode event", e))?;
+        let mut conn = self.connection.clone();
+        let _: i64 = redis::AsyncCommands::publish(&mut conn, BROADCAST_CHANNEL, payload)
+            .await
+            .map_err(|e| bus_error("PUBLISH events_all", e))?;
+        Ok(())
+    }
+
+    async fn subscribe(&self) -> Result<EventStream> {
+        // A dedicated connection: XREAD BLOCK would stall every other command on a shared one.
+        let conn = self
+            .client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| Error::Unreachable { address: redact(&self.url), message: e.to_string() })?;
+        let state = (conn, "$".to_string(), std::collections::VecDeque::<Result<Envelope>>::new());
+        let stream = futures::stream::unfold(state, |(mut conn, mut last, mut pending)| async move {
+            loop {
+                if let Some(item) = pending.pop_front() {
+                    return Some((item, (conn, last, pending)));
+                }
+                let options = redis::streams::StreamReadOptions::default().block(1000).count(100);
+                let reply: redis::RedisResult<Option<redis::streams::StreamReadReply>> =
+                    redis::AsyncCommands::xread_options(&mut conn, &[EVENT_STREAM], &[last.as_str()], &options).await;
+                match reply {
+                    Ok(Some(reply)) => {
+                        for key in reply.keys {
+                            for entry in key.ids {
+                                last = entry.id.clone();
+                                pending.push_back(Self::decode(&entry.map));
+                            }
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Some((Err(bus_error("XREAD events", e)), (conn, last, pending))),
+                }
+            }
+        });
+        Ok(Box::pin(stream))
+    }
+
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn memory_bus_delivers_in_order_to_every_subscriber() {
+        let bus = MemoryBus::default();
+        let mut a = bus.subscribe().await.unwrap();
+        let mut b = bus.subscribe().await.unwrap();
+        for reason in ["one", "two"] {
+            bus.produce(&Envelope::new("i-1", Event::AgentStarted { reason: reason.into() })).await.unwrap();
+        }
+        for sub in [&mut a, &mut b] {
+            for reason in ["one", "two"] {
+                let got = sub.next().await.unwrap().unwrap();
+                assert_eq!(got, Envelope::new("i-1", Event::AgentStarted { reason: reason.into() }));
+            }
+        }
+    }
+
+    #[test]
+    fn redis_urls_are_redacted() {
+        assert_eq!(redact("redis://user:pw@host:6379/4"), "redis://***@host:6379/4");
+        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+    }
+}
