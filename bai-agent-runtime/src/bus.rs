@@ -198,7 +198,14 @@ impl EventBus for RedisBus {
             .get_multiplexed_async_connection()
             .await
             .map_err(|e| Error::Unreachable { address: redact(&self.url), message: e.to_string() })?;
-        let state = (conn, "$".to_string(), std::collections::VecDeque::<Result<Envelope>>::new());
+        // Start after the stream's current last entry, fixed now: events produced between
+        // this call and the first poll are delivered too.
+        let mut conn = conn;
+        let newest: redis::streams::StreamRangeReply = redis::AsyncCommands::xrevrange_count(&mut conn, EVENT_STREAM, "+", "-", 1)
+            .await
+            .map_err(|e| bus_error("XREVRANGE events", e))?;
+        let start = newest.ids.first().map(|e| e.id.clone()).unwrap_or_else(|| "0-0".to_string());
+        let state = (conn, start, std::collections::VecDeque::<Result<Envelope>>::new());
         let stream = futures::stream::unfold(state, |(mut conn, mut last, mut pending)| async move {
             loop {
                 if let Some(item) = pending.pop_front() {

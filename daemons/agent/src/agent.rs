@@ -136,8 +136,8 @@ impl Agent {
     /// An agent over `kernels`, sending events to `bus` and recording `metrics`. Call
     /// [`Agent::recover`] before serving.
     pub fn new(settings: AgentSettings, kernels: KernelRuntime, bus: Arc<dyn EventBus>, metrics: Arc<AgentMetrics>) -> Result<Self> {
-        let containers = StatCollector::new("/sys/fs/cgroup")?;
-        let node = NodeStatCollector::new("/", Vec::new());
+        let containers = StatCollector::new("/")?;
+        let node = NodeStatCollector::new("/", vec!["/".into()]);
         Ok(Self {
             settings,
             kernels,
@@ -177,6 +177,11 @@ impl Agent {
 
     fn kernel_lock(&self, kernel_id: KernelId) -> Arc<AsyncMutex<()>> {
         lock(&self.locks).entry(kernel_id).or_default().clone()
+    }
+
+    /// Whether an operation holds the kernel's lifecycle lock right now.
+    fn is_busy(&self, kernel_id: &KernelId) -> bool {
+        lock(&self.locks).get(kernel_id).is_some_and(|l| l.try_lock().is_err())
     }
 
     fn forget_lock(&self, kernel_id: KernelId) {
@@ -429,6 +434,9 @@ impl Agent {
         }
         self.metrics.set_kernel_count(self.kernels.kernel_ids().len() as i64);
         drop(held);
+        for (config, _) in &configs {
+            self.forget_lock(config.kernel_id);
+        }
         if request.session_type == "batch" {
             let agent = self.clone();
             let main = created[0].clone();
@@ -724,14 +732,14 @@ impl Agent {
         }
         let mut reply = pb::SyncKernelsReply::default();
         for (kernel_id, session_id) in &want {
-            let busy = lock(&self.locks).contains_key(kernel_id);
+            let busy = self.is_busy(kernel_id);
             if self.kernels.kernel(*kernel_id).is_none() && !busy {
                 self.emit(Event::KernelTerminated { kernel_id: *kernel_id, session_id: *session_id, reason: "already-terminated".into(), exit_code: -1 }).await;
                 reply.missing.push(kernel_id.to_string());
             }
         }
         for kernel_id in self.kernels.kernel_ids() {
-            let busy = lock(&self.locks).contains_key(&kernel_id);
+            let busy = self.is_busy(&kernel_id);
             if !want.contains_key(&kernel_id) && !busy {
                 self.destroy_kernel(kernel_id, None, "not-found-in-manager", true).await?;
                 reply.destroyed.push(kernel_id.to_string());
@@ -757,7 +765,7 @@ impl Agent {
         }
         let mut checked = 0;
         for kernel_id in self.kernels.kernel_ids() {
-            if lock(&self.locks).contains_key(&kernel_id) {
+            if self.is_busy(&kernel_id) {
                 continue;
             }
             checked += 1;
@@ -768,7 +776,7 @@ impl Agent {
             }
         }
         for (kernel_id, (container_id, _, termination)) in &by_kernel {
-            if self.kernels.kernel(*kernel_id).is_some() || lock(&self.locks).contains_key(kernel_id) {
+            if self.kernels.kernel(*kernel_id).is_some() || self.is_busy(kernel_id) {
                 continue;
             }
             checked += 1;
