@@ -649,3 +649,95 @@ fn the_binary_explains_its_options_and_rejects_bad_ones() {
     assert!(!no_token.status.success());
     assert!(String::from_utf8_lossy(&no_token.stderr).contains("rpc.token"), "{}", String::from_utf8_lossy(&no_token.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_sessions_report_success_and_failure() {
+    let Some(s) = services() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&s, "batch", dir.path(), 42100);
+    let _cleanup = cleanup(&s, &config);
+    let id = config.agent.id.clone();
+    let mut events = Events::new(&s.redis, &id).await;
+    let running = daemon::start(config, None).await.expect("agent start");
+    let mut client = connect(&running.rpc_addr.to_string(), running.token()).await;
+    for (command, expected, code) in [("echo done", "session_success", 0), ("exit 3", "session_failure", 3)] {
+        let (session, kernel) = new_ids();
+        let mut request = kernel_request(&session, &kernel, &s.image);
+        request.session_type = "batch".into();
+        request.startup_command = command.into();
+        request.batch_timeout = 60.0;
+        client.create_kernels(request).await.expect("create a batch session");
+        let end = events
+            .wait_for(expected, |e| e.name() == expected && e.session_id().map(|x| x.to_string()) == Some(session.clone()))
+            .await;
+        match end {
+            Event::SessionSuccess { reason, exit_code, .. } | Event::SessionFailure { reason, exit_code, .. } => {
+                assert_eq!(exit_code, code);
+                assert_eq!(reason, if code == 0 { "task-finished" } else { "task-failed" });
+            }
+            other => panic!("{other:?}"),
+        }
+        client.destroy_kernel(pb::DestroyKernelRequest { kernel_id: kernel, session_id: session, ..Default::default() }).await.unwrap();
+    }
+    let mut missing = kernel_request(&uuid::Uuid::new_v4().to_string(), &uuid::Uuid::new_v4().to_string(), &s.image);
+    missing.session_type = "batch".into();
+    let err = client.create_kernels(missing).await.unwrap_err();
+    assert!(err.message().contains("startup_command"), "{err}");
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_admits_only_clients_with_a_certificate() {
+    let Some(s) = services() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf = |names: Vec<String>| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(names).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()]);
+    let (client_cert, client_key) = leaf(vec!["manager".into()]);
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let mut config = config(&s, "mtls", dir.path(), 42120);
+    let _cleanup = cleanup(&s, &config);
+    config.rpc.tls_cert = Some(write("server.crt", &server_cert));
+    config.rpc.tls_key = Some(write("server.key", &server_key));
+    config.rpc.tls_client_ca = Some(write("ca.crt", &ca.pem()));
+    let running = daemon::start(config, None).await.expect("agent start");
+    let endpoint = |identity: bool| {
+        let mut tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca.pem()))
+            .domain_name("localhost");
+        if identity {
+            tls = tls.identity(tonic::transport::Identity::from_pem(&client_cert, &client_key));
+        }
+        tonic::transport::Endpoint::from_shared(format!("https://{}", running.rpc_addr)).unwrap().tls_config(tls).unwrap()
+    };
+    let channel = endpoint(true).connect().await.expect("a client with a certificate connects");
+    let mut client = rpc::client(channel.clone(), running.token()).unwrap();
+    assert_eq!(client.ping(pb::PingRequest { msg: "tls".into() }).await.unwrap().into_inner().msg, "tls");
+    // The token is still required over mTLS.
+    let err = pb::agent_client::AgentClient::new(channel).ping(pb::PingRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+    // Without a client certificate the handshake fails.
+    let refused = match endpoint(false).connect().await {
+        Err(_) => true,
+        Ok(channel) => rpc::client(channel, running.token()).unwrap().ping(pb::PingRequest::default()).await.is_err(),
+    };
+    assert!(refused, "a client without a certificate was admitted");
+    // Plain text is refused too.
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://{}", running.rpc_addr)).unwrap().connect().await;
+    if let Ok(channel) = plain {
+        assert!(rpc::client(channel, running.token()).unwrap().ping(pb::PingRequest::default()).await.is_err());
+    }
+    running.shutdown().await.unwrap();
+}
