@@ -741,3 +741,31 @@ async fn mutual_tls_admits_only_clients_with_a_certificate() {
     }
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_settings_come_from_etcd() {
+    let Some(s) = services() else { return };
+    let Some(endpoints) = service_env("BAI_TEST_ETCD_ENDPOINTS") else { return };
+    let endpoints: Vec<String> = endpoints.split(',').map(str::to_owned).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&s, "etcd", dir.path(), 42140);
+    let _cleanup = cleanup(&s, &config);
+    let namespace = config.agent.id.clone();
+    let mut etcd = etcd_client::Client::connect(&endpoints, None).await.expect("etcd");
+    let token = format!("etcd-token-{namespace}");
+    etcd.put(format!("/bai/{namespace}/config/agent/rpc-token"), token.clone(), None).await.unwrap();
+    etcd.put(format!("/bai/{namespace}/config/redis/url"), s.redis.clone(), None).await.unwrap();
+    config.rpc.token = None;
+    config.events.redis_url = String::new();
+    config.etcd.endpoints = endpoints;
+    config.etcd.namespace = namespace.clone();
+    let id = config.agent.id.clone();
+    let mut events = Events::new(&s.redis, &id).await;
+    let running = daemon::start(config, None).await.expect("agent start with etcd settings");
+    assert_eq!(running.token(), token);
+    let mut client = connect(&running.rpc_addr.to_string(), &token).await;
+    client.get_status(pb::GetStatusRequest {}).await.unwrap();
+    events.wait_for("a heartbeat through etcd's Redis", |e| e.name() == "agent_heartbeat").await;
+    running.shutdown().await.unwrap();
+    etcd.delete(format!("/bai/{namespace}/"), Some(etcd_client::DeleteOptions::new().with_prefix())).await.unwrap();
+}
