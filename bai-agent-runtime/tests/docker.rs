@@ -5,19 +5,7 @@ use std::time::Duration;
 
 use bollard::{Docker, API_DEFAULT_VERSION};
 
-/// The value of `var`; `None` (with the reason on stderr) when it is unset and services are optional.
-fn service_env(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(value) if !value.trim().is_empty() => Some(value),
-        _ if std::env::var("BAI_REQUIRE_SERVICES").as_deref() == Ok("1") => {
-            panic!("{var} is not set, but BAI_REQUIRE_SERVICES=1 requires this service (scripts/test sets it)")
-        }
-        _ => {
-            eprintln!("skipping: {var} is not set (scripts/test starts the service and sets it)");
-            None
-        }
-    }
-}
+use bai_test_support::service_env;
 
 /// Parses "1.41" into (1, 41).
 fn api_version(text: &str) -> (u64, u64) {

@@ -9,20 +9,7 @@ use bai_agent_runtime::runtime::docker::DockerRuntime;
 use bai_agent_runtime::runtime::ContainerRuntime;
 use futures::StreamExt;
 
-/// The value of `var`; `None` (with the reason on stderr) when it is unset and services are
-/// optional; a failure when `BAI_REQUIRE_SERVICES=1`.
-pub fn service_env(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(value) if !value.trim().is_empty() => Some(value),
-        _ if std::env::var("BAI_REQUIRE_SERVICES").as_deref() == Ok("1") => {
-            panic!("{var} is not set, but BAI_REQUIRE_SERVICES=1 requires this service (scripts/test sets it)")
-        }
-        _ => {
-            eprintln!("skipping: {var} is not set (scripts/test starts the service and sets it)");
-            None
-        }
-    }
-}
+pub use bai_test_support::service_env;
 
 /// The Docker runtime of `BAI_TEST_DOCKER_HOST`, or `None` when the tests run without services.
 pub async fn docker() -> Option<DockerRuntime> {

@@ -23,18 +23,7 @@ struct Services {
     image: String,
 }
 
-fn service_env(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(value) if !value.trim().is_empty() => Some(value),
-        _ if std::env::var("BAI_REQUIRE_SERVICES").as_deref() == Ok("1") => {
-            panic!("{var} is not set, but BAI_REQUIRE_SERVICES=1 requires this service (scripts/test sets it)")
-        }
-        _ => {
-            eprintln!("skipping: {var} is not set (scripts/test starts the service and sets it)");
-            None
-        }
-    }
-}
+use bai_test_support::service_env;
 
 fn services() -> Option<Services> {
     Some(Services {

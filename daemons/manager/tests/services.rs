@@ -7,19 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::AsyncCommands;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, Statement, TransactionTrait};
 
-/// The value of `var`; `None` (with the reason on stderr) when it is unset and services are optional.
-fn service_env(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(value) if !value.trim().is_empty() => Some(value),
-        _ if std::env::var("BAI_REQUIRE_SERVICES").as_deref() == Ok("1") => {
-            panic!("{var} is not set, but BAI_REQUIRE_SERVICES=1 requires this service (scripts/test sets it)")
-        }
-        _ => {
-            eprintln!("skipping: {var} is not set (scripts/test starts the service and sets it)");
-            None
-        }
-    }
-}
+use bai_test_support::service_env;
 
 /// Runs `fut` and fails the test with `what` if it errors or takes longer than 30 seconds.
 async fn within<T, E: std::fmt::Debug>(what: &str, fut: impl Future<Output = Result<T, E>>) -> T {
