@@ -14,7 +14,7 @@ use std::pin::Pin;
 
 use async_trait::async_trait;
 use bai_core::Event;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -55,9 +55,27 @@ pub trait EventBus: Send + Sync + std::fmt::Debug {
     /// Every event produced or broadcast from now on, in order (best-effort: a slow
     /// subscriber of the memory bus skips what it missed and gets an error saying how many).
     async fn subscribe(&self) -> Result<EventStream>;
+    /// Anycast events for the consumer group `group`: each event goes to one member of the
+    /// group. A delivery must be [acknowledged](EventBus::ack) once handled; unacknowledged
+    /// deliveries of `consumer` come again when it consumes anew (after a crash, say).
+    async fn consume(&self, group: &str, consumer: &str) -> Result<DeliveryStream>;
+    /// Acknowledges a delivery of `group`.
+    async fn ack(&self, group: &str, delivery_id: &str) -> Result<()>;
     /// A short name for logs: `redis` or `memory`.
     fn name(&self) -> &'static str;
 }
+
+/// An event delivered to a consumer group member.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// The id to acknowledge (the stream entry id on Redis).
+    pub id: String,
+    /// The event, or why its entry could not be decoded (acknowledge it all the same).
+    pub envelope: std::result::Result<Envelope, String>,
+}
+
+/// Deliveries of a consumer group.
+pub type DeliveryStream = Pin<Box<dyn Stream<Item = Result<Delivery>> + Send>>;
 
 fn bus_error(operation: &'static str, e: impl std::fmt::Display) -> Error {
     Error::Engine { operation, message: e.to_string() }
@@ -106,6 +124,17 @@ impl EventBus for MemoryBus {
             }
         });
         Ok(Box::pin(stream))
+    }
+
+    async fn consume(&self, _group: &str, _consumer: &str) -> Result<DeliveryStream> {
+        // One process: every consumer sees every event; ids count deliveries.
+        let events = self.subscribe().await?;
+        let stream = events.enumerate().map(|(i, item)| item.map(|envelope| Delivery { id: i.to_string(), envelope: Ok(envelope) }));
+        Ok(Box::pin(stream))
+    }
+
+    async fn ack(&self, _group: &str, _delivery_id: &str) -> Result<()> {
+        Ok(())
     }
 
     fn name(&self) -> &'static str {
@@ -229,6 +258,60 @@ impl EventBus for RedisBus {
             }
         });
         Ok(Box::pin(stream))
+    }
+
+    async fn consume(&self, group: &str, consumer: &str) -> Result<DeliveryStream> {
+        let mut conn = self
+            .client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| Error::Unreachable { address: redact(&self.url), message: e.to_string() })?;
+        let created: redis::RedisResult<()> = redis::AsyncCommands::xgroup_create_mkstream(&mut conn, EVENT_STREAM, group, "$").await;
+        if let Err(e) = created {
+            if e.code() != Some("BUSYGROUP") {
+                return Err(bus_error("XGROUP CREATE", e));
+            }
+        }
+        // First this consumer's own unacknowledged entries ("0"), then new ones (">").
+        let state = (conn, "0".to_string(), std::collections::VecDeque::<Result<Delivery>>::new(), group.to_string(), consumer.to_string());
+        let stream = futures::stream::unfold(state, |(mut conn, mut cursor, mut pending, group, consumer)| async move {
+            loop {
+                if let Some(item) = pending.pop_front() {
+                    return Some((item, (conn, cursor, pending, group, consumer)));
+                }
+                let options = redis::streams::StreamReadOptions::default().group(&group, &consumer).count(100).block(1000);
+                let reply: redis::RedisResult<Option<redis::streams::StreamReadReply>> =
+                    redis::AsyncCommands::xread_options(&mut conn, &[EVENT_STREAM], &[cursor.as_str()], &options).await;
+                match reply {
+                    Ok(Some(reply)) => {
+                        let mut got = 0;
+                        for key in reply.keys {
+                            for entry in key.ids {
+                                got += 1;
+                                let envelope = Self::decode(&entry.map).map_err(|e| e.to_string());
+                                pending.push_back(Ok(Delivery { id: entry.id, envelope }));
+                            }
+                        }
+                        if got == 0 && cursor != ">" {
+                            cursor = ">".to_string();
+                        }
+                    }
+                    Ok(None) => {
+                        if cursor != ">" {
+                            cursor = ">".to_string();
+                        }
+                    }
+                    Err(e) => return Some((Err(bus_error("XREADGROUP events", e)), (conn, cursor, pending, group, consumer))),
+                }
+            }
+        });
+        Ok(Box::pin(stream))
+    }
+
+    async fn ack(&self, group: &str, delivery_id: &str) -> Result<()> {
+        let mut conn = self.connection.clone();
+        let _: i64 = redis::AsyncCommands::xack(&mut conn, EVENT_STREAM, group, &[delivery_id]).await.map_err(|e| bus_error("XACK", e))?;
+        Ok(())
     }
 
     fn name(&self) -> &'static str {
