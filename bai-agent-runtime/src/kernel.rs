@@ -219,6 +219,13 @@ impl KernelRuntime {
             Some(label) => labels::parse_service_ports(label)?,
             None => Vec::new(),
         };
+        let bind_mounts = self.runtime.supports_bind_mounts();
+        if !bind_mounts && !config.mounts.is_empty() {
+            return Err(Error::invalid(
+                "mounts",
+                format!("the {} backend cannot mount folders into kernels", self.runtime.name()),
+            ));
+        }
         let mounts: Vec<BindMount> = config
             .mounts
             .iter()
@@ -256,7 +263,12 @@ impl KernelRuntime {
             labels: kernel_labels.to_labels(),
             working_dir: Some("/home/work".into()),
             hostname: Some(format!("k-{}", &config.kernel_id.to_string()[..8])),
-            mounts: [scratch.work_mount(), scratch.config_mount()].into_iter().chain(mounts).collect(),
+            // Without bind mounts the runtime's own per-container directory is /home/work.
+            mounts: if bind_mounts {
+                [scratch.work_mount(), scratch.config_mount()].into_iter().chain(mounts).collect()
+            } else {
+                Vec::new()
+            },
             ports: host_ports
                 .iter()
                 .map(|(c, h)| PortMapping { container_port: *c, host_port: *h, host_ip: self.config.bind_host.clone() })

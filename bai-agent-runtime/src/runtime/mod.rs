@@ -292,6 +292,16 @@ pub struct ContainerStats {
 pub trait ContainerRuntime: Send + Sync {
     /// A short name for logs, e.g. `docker`.
     fn name(&self) -> &'static str;
+    /// Whether containers can have bind mounts (scratch and folder mounts). A runtime without
+    /// them gives each container a working directory of its own instead.
+    fn supports_bind_mounts(&self) -> bool {
+        true
+    }
+    /// The host directory that is a container's `/home/work`, when the runtime keeps one of its
+    /// own (runtimes without bind mounts); `None` when the agent's scratch is mounted there.
+    fn work_dir_on_host(&self, _id: &str) -> Option<std::path::PathBuf> {
+        None
+    }
     /// Creates a container (not started); returns its id.
     async fn create(&self, spec: &ContainerSpec) -> Result<String>;
     /// Starts a created container.

@@ -234,6 +234,14 @@ impl ContainerRuntime for ProcessRuntime {
         "process"
     }
 
+    fn supports_bind_mounts(&self) -> bool {
+        false
+    }
+
+    fn work_dir_on_host(&self, id: &str) -> Option<PathBuf> {
+        self.dir(id).ok().map(|d| d.join("work"))
+    }
+
     async fn create(&self, spec: &ContainerSpec) -> Result<String> {
         if spec.image != HOST_IMAGE {
             return Err(unsupported("image", &format!("image {:?} (only {HOST_IMAGE:?}, the host's programs)", spec.image)));

@@ -554,7 +554,14 @@ impl Agent {
                 return Ok(r.clone());
             }
         }
-        let runner = Arc::new(KernelRunner::start(self.kernels.runtime().clone(), &kernel.container_id).await?);
+        let runtime = self.kernels.runtime().clone();
+        let config = if runtime.supports_bind_mounts() {
+            exec::RunnerConfig::default()
+        } else {
+            // Only the working directory is reachable: the runner goes there.
+            exec::RunnerConfig { runner_path: ".bai_runner.py".into(), ..Default::default() }
+        };
+        let runner = Arc::new(KernelRunner::start_with(runtime, &kernel.container_id, config).await?);
         lock(&self.runners).insert(kernel.kernel_id, runner.clone());
         Ok(runner)
     }
@@ -698,7 +705,7 @@ impl Agent {
     pub async fn list_files(&self, request: &pb::ListFilesRequest) -> Result<pb::ListFilesReply> {
         let kernel = self.kernel_of("kernel_id", &request.kernel_id)?;
         let parts = work_relative("path", &request.path)?;
-        let root = kernel.scratch.work.clone();
+        let root = self.kernels.runtime().work_dir_on_host(&kernel.container_id).unwrap_or_else(|| kernel.scratch.work.clone());
         let abspath = if parts.is_empty() { WORK_DIR.to_string() } else { format!("{WORK_DIR}/{}", parts.join("/")) };
         tokio::task::spawn_blocking(move || list_dir(&root, &parts, abspath))
             .await

@@ -758,3 +758,57 @@ async fn global_settings_come_from_etcd() {
     running.shutdown().await.unwrap();
     etcd.delete(format!("/bai/{namespace}/"), Some(etcd_client::DeleteOptions::new().with_prefix())).await.unwrap();
 }
+
+/// The embedded defaults: the process backend and the in-process bus, no Docker or Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_process_backend_and_memory_bus_run_kernels_without_docker() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = AgentConfig::default();
+    c.agent.id = unique_id("process");
+    c.agent.rpc_listen = "127.0.0.1:0".parse().unwrap();
+    c.agent.metrics_listen = "127.0.0.1:0".parse().unwrap();
+    c.rpc.token = Some("process-token".into());
+    c.events.backend = EventBackend::Memory;
+    c.container.backend = bai_agent::config::ContainerBackend::Process;
+    c.container.process_root = dir.path().join("process");
+    c.container.scratch_root = dir.path().join("scratch");
+    c.container.scratch_type = ScratchType::Hostdir;
+    c.resource.reserved_cpu = rust_decimal::Decimal::ZERO;
+    c.resource.reserved_mem = "256m".parse().unwrap();
+    let bus = std::sync::Arc::new(bai_agent_runtime::bus::MemoryBus::default());
+    let mut events = bus.subscribe().await.unwrap();
+    let running = daemon::start(c, Some(bus.clone())).await.expect("agent start on the process backend");
+    let mut client = connect(&running.rpc_addr.to_string(), running.token()).await;
+    let (session, kernel) = new_ids();
+    let mut request = kernel_request(&session, &kernel, bai_agent_runtime::runtime::process::HOST_IMAGE);
+    request.kernels[0].cmd = vec!["sleep".into(), "600".into()];
+    client.create_kernels(request).await.expect("create on the process backend");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(10), events.next()).await.expect("an event").unwrap().unwrap();
+        if e.event.name() == "kernel_started" {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+    }
+    let (out, result) = execute(
+        &mut client,
+        pb::ExecuteRequest { kernel_id: kernel.clone(), mode: "query".into(), code: "print(sum(range(10)))".into(), flush_timeout: 20.0, ..Default::default() },
+    )
+    .await;
+    assert_eq!((out.as_str(), result.status.as_str()), ("45\n", "finished"));
+    client
+        .upload_file(pb::UploadFileRequest { kernel_id: kernel.clone(), path: "notes.txt".into(), content: b"abc".to_vec() })
+        .await
+        .unwrap();
+    let listing = client.list_files(pb::ListFilesRequest { kernel_id: kernel.clone(), path: String::new() }).await.unwrap().into_inner();
+    assert!(listing.files.iter().any(|f| f.filename == "notes.txt" && f.size == 3), "{listing:?}");
+    let mut with_mount = kernel_request(&uuid::Uuid::new_v4().to_string(), &uuid::Uuid::new_v4().to_string(), "host");
+    with_mount.kernels[0].mounts = vec![pb::VFolderMount { folder: "f".into(), name: "f".into(), permission: "rw".into() }];
+    let err = client.create_kernels(with_mount).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("mounts"), "{err}");
+    client.destroy_kernel(pb::DestroyKernelRequest { kernel_id: kernel, session_id: session, ..Default::default() }).await.unwrap();
+    assert!(client.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner().kernels.is_empty());
+    running.shutdown().await.unwrap();
+}
