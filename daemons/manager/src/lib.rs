@@ -7,6 +7,14 @@
 //! Its integration tests already connect to the real services the manager will use
 //! (PostgreSQL, Redis and etcd; see `tests/services.rs`).
 
+pub mod agent_client;
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod lifecycle;
+pub mod manager;
+pub mod scheduler;
+
 pub use bai_core;
 pub use bai_scheduler;
 

@@ -1,0 +1,217 @@
+//! The manager's configuration: a TOML file (`configs/manager.sample.toml`), overridden by
+//! flags and `BAI_MANAGER_*` environment variables, with the agents' RPC token and the Redis
+//! URL taken from etcd when etcd is configured and the file leaves them unset.
+//!
+//! Every key is kebab-case; an unknown key is an error naming it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A configuration value that is missing or invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration: {field}: {reason}")]
+pub struct ConfigError {
+    /// The key or flag.
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError { field: field.to_string(), reason: reason.into() }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct ManagerConfig {
+    /// The API server and timers.
+    pub manager: ManagerSection,
+    /// The database.
+    pub db: DbSection,
+    /// The event bus.
+    pub events: EventsSection,
+    /// Cluster-wide settings.
+    pub etcd: EtcdSection,
+    /// How the manager calls agents.
+    pub agent_rpc: AgentRpcSection,
+}
+
+/// `[manager]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct ManagerSection {
+    /// This manager's id (several managers may share a database).
+    pub id: String,
+    /// Where the client API listens.
+    pub api_listen: SocketAddr,
+    /// Seconds without a heartbeat before an agent is LOST.
+    pub heartbeat_timeout: f64,
+    /// Seconds between scheduler passes (a `do_schedule` event runs one at once).
+    pub schedule_interval: f64,
+}
+
+impl Default for ManagerSection {
+    fn default() -> Self {
+        Self {
+            id: "manager-1".into(),
+            api_listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            heartbeat_timeout: 40.0,
+            schedule_interval: 2.0,
+        }
+    }
+}
+
+/// `[db]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct DbSection {
+    /// `postgres://user:password@host:port/db`, or `sqlite://path?mode=rwc` (the embedded
+    /// default).
+    pub url: String,
+}
+
+impl Default for DbSection {
+    fn default() -> Self {
+        Self { url: "sqlite:///var/lib/bai/manager.db?mode=rwc".into() }
+    }
+}
+
+/// The event transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventBackend {
+    /// Redis streams and pub/sub.
+    #[default]
+    Redis,
+    /// In process (the all-in-one mode).
+    Memory,
+}
+
+/// `[events]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct EventsSection {
+    /// `redis` or `memory`.
+    pub backend: EventBackend,
+    /// The Redis URL; empty means etcd's `config/redis/url`, else `redis://127.0.0.1:6379/4`.
+    pub redis_url: String,
+}
+
+/// `[etcd]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct EtcdSection {
+    /// Endpoints; empty means etcd is not used.
+    pub endpoints: Vec<String>,
+    /// Keys are read under `/bai/<namespace>/`.
+    pub namespace: String,
+}
+
+impl Default for EtcdSection {
+    fn default() -> Self {
+        Self { endpoints: Vec::new(), namespace: "local".into() }
+    }
+}
+
+/// `[agent-rpc]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct AgentRpcSection {
+    /// The token agents accept.
+    pub token: Option<String>,
+    /// A file holding it.
+    pub token_file: Option<PathBuf>,
+    /// PEM CA that signed the agents' server certificates; set when agents serve TLS.
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate presented to agents (mTLS).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM key of the client certificate.
+    pub tls_key: Option<PathBuf>,
+}
+
+/// The documented sample configuration.
+pub const SAMPLE: &str = include_str!("../configs/manager.sample.toml");
+
+impl ManagerConfig {
+    /// Parses TOML text; errors name the key and the line.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| invalid("config file", e.to_string()))
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| invalid("config file", format!("{}: {e}", path.display())))?;
+        Self::from_toml(&text).map_err(|e| invalid(&path.display().to_string(), e.reason))
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (field, v) in [
+            ("manager.heartbeat-timeout", self.manager.heartbeat_timeout),
+            ("manager.schedule-interval", self.manager.schedule_interval),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+                return Err(invalid(field, format!("{v} is not a number of seconds in (0, 86400]")));
+            }
+        }
+        if !(self.db.url.starts_with("postgres://") || self.db.url.starts_with("postgresql://") || self.db.url.starts_with("sqlite:")) {
+            return Err(invalid("db.url", format!("{:?} is neither postgres://… nor sqlite:…", redact(&self.db.url))));
+        }
+        if self.agent_rpc.tls_cert.is_some() != self.agent_rpc.tls_key.is_some() {
+            return Err(invalid("agent-rpc.tls-cert", "tls-cert and tls-key go together"));
+        }
+        Ok(())
+    }
+
+    /// The agents' RPC token from the file or its token file, if set.
+    pub fn local_agent_token(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(t) = &self.agent_rpc.token {
+            return Ok(Some(t.clone()));
+        }
+        match &self.agent_rpc.token_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map(|t| Some(t.trim().to_string()))
+                .map_err(|e| invalid("agent-rpc.token-file", format!("{}: {e}", path.display()))),
+            None => Ok(None),
+        }
+    }
+
+    /// Seconds → a duration (validated beforehand).
+    pub fn seconds(v: f64) -> Duration {
+        Duration::from_secs_f64(v)
+    }
+}
+
+/// A URL with its password hidden, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_parses_and_validates() {
+        let c = ManagerConfig::from_toml(SAMPLE).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.manager.api_listen.port(), 8081);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = ManagerConfig::from_toml("[db]\nurll = \"x\"\n").unwrap_err().to_string();
+        assert!(err.contains("urll"), "{err}");
+        let mut c = ManagerConfig::default();
+        c.db.url = "mysql://u:secret@h/db".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("db.url") && !err.contains("secret"), "{err}");
+    }
+}

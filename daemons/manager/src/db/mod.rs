@@ -1,0 +1,175 @@
+//! The manager's database: sea-orm entities, migrations and repository functions.
+//!
+//! One schema serves both backends: PostgreSQL in production and SQLite as the embedded
+//! default. Structured values (resource slots, status data, options) are JSON columns, enums
+//! are text columns holding their wire names (`PENDING`, `single-node`, …) and timestamps are
+//! timezone-aware UTC.
+//!
+//! - [`connect`] opens a pool for a `postgres://…` or `sqlite:…` URL;
+//! - [`migrate`] brings the schema up to date (idempotent; `schema oneshot` calls it);
+//! - [`entities`] holds one sea-orm entity per table;
+//! - [`repo`] holds the functions the rest of the manager calls. They take any
+//!   [`ConnectionTrait`](sea_orm::ConnectionTrait), so they work on the pool and inside a
+//!   transaction alike;
+//! - [`types`] holds the column wrappers ([`types::Wire`], [`types::JsonOf`]) and the enums
+//!   that only the database knows (user roles, vfolder modes, …).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), bai_manager::db::DbError> {
+//! use bai_manager::db;
+//! let conn = db::connect("sqlite:///var/lib/bai/manager.db?mode=rwc").await?;
+//! db::migrate(&conn).await?;
+//! let agents = db::repo::list_agents(&conn, None, None).await?;
+//! # let _ = agents; Ok(()) }
+//! ```
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sea_orm::sqlx::ConnectOptions as _;
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, SqlErr, SqlxSqliteConnector};
+use sea_orm_migration::MigratorTrait;
+
+pub mod entities;
+pub mod migration;
+pub mod repo;
+pub mod types;
+
+pub use migration::Migrator;
+
+/// What went wrong in the database layer. Every message names the object or field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The row does not exist.
+    #[error("no such {kind}: {id}")]
+    NotFound {
+        /// What was looked up (`session`, `keypair`, `agent`, …).
+        kind: &'static str,
+        /// The key that was looked up.
+        id: String,
+    },
+    /// The change contradicts the current state: a duplicate key, an illegal status
+    /// transition, an ambiguous reference.
+    #[error("conflict: {what}")]
+    Conflict {
+        /// What conflicted, in a sentence.
+        what: String,
+    },
+    /// An input is malformed or refers to something that does not exist.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The field (`table.column` for fixtures) at fault.
+        field: String,
+        /// Why it was refused, and what was expected.
+        reason: String,
+    },
+    /// The database itself failed (connection, SQL, decoding).
+    #[error("database error: {0}")]
+    Db(#[from] DbErr),
+}
+
+impl DbError {
+    /// Shorthand for [`DbError::NotFound`].
+    pub fn not_found(kind: &'static str, id: impl ToString) -> Self {
+        Self::NotFound {
+            kind,
+            id: id.to_string(),
+        }
+    }
+
+    /// Shorthand for [`DbError::Invalid`].
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Shorthand for [`DbError::Conflict`].
+    pub fn conflict(what: impl Into<String>) -> Self {
+        Self::Conflict { what: what.into() }
+    }
+
+    /// Maps a failed write: a unique-key violation becomes [`DbError::Conflict`] (`what`
+    /// already exists), a foreign-key violation [`DbError::Invalid`] on `what`, anything else
+    /// stays [`DbError::Db`].
+    pub fn from_write(err: DbErr, what: impl std::fmt::Display) -> Self {
+        match err.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(detail)) => {
+                Self::conflict(format!("{what} already exists ({detail})"))
+            }
+            Some(SqlErr::ForeignKeyConstraintViolation(detail)) => Self::invalid(
+                what.to_string(),
+                format!("refers to a row that does not exist, or is still referred to ({detail})"),
+            ),
+            _ => Self::Db(err),
+        }
+    }
+}
+
+/// The result type of this module.
+pub type Result<T, E = DbError> = std::result::Result<T, E>;
+
+/// How long to wait for a connection (and, on SQLite, for a lock held by another writer).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens a connection pool.
+///
+/// Accepts `postgres://…` (or `postgresql://…`), `sqlite://path?mode=rwc` (or any other URL
+/// that sqlx's SQLite driver takes) and `sqlite::memory:`. SQLite connections get foreign keys
+/// on, a 10-second busy timeout and, for files, WAL journaling. An in-memory database lives
+/// on a single connection that is never recycled, since each connection would see its own.
+pub async fn connect(url: &str) -> Result<DatabaseConnection> {
+    let url = url.trim();
+    if url.starts_with("sqlite:") {
+        connect_sqlite(url).await
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let mut options = ConnectOptions::new(url);
+        options
+            .connect_timeout(ACQUIRE_TIMEOUT)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .sqlx_logging(false);
+        Ok(Database::connect(options).await?)
+    } else {
+        Err(DbError::invalid(
+            "database url",
+            format!("{url:?} is neither postgres://… nor sqlite:… (e.g. sqlite://manager.db?mode=rwc)"),
+        ))
+    }
+}
+
+async fn connect_sqlite(url: &str) -> Result<DatabaseConnection> {
+    let memory = url.contains(":memory:") || url.contains("mode=memory");
+    let mut options = SqliteConnectOptions::from_str(url)
+        .map_err(|e| DbError::invalid("database url", format!("{url:?}: {e}")))?
+        .foreign_keys(true)
+        .busy_timeout(ACQUIRE_TIMEOUT)
+        .disable_statement_logging();
+    let mut pool = SqlitePoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
+    if memory {
+        pool = pool
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None);
+    } else {
+        options = options
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal);
+        pool = pool.max_connections(4);
+    }
+    let pool = pool
+        .connect_with(options)
+        .await
+        .map_err(|e| DbError::Db(DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e))))?;
+    Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
+}
+
+/// Applies every migration not yet applied; running it again changes nothing.
+///
+/// On PostgreSQL the migrations run in one transaction.
+pub async fn migrate(db: &DatabaseConnection) -> Result<()> {
+    Migrator::up(db, None).await?;
+    Ok(())
+}

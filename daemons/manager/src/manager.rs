@@ -1,0 +1,263 @@
+//! [`Manager`]: the manager's running core — the event consumer (group `manager` on the bus),
+//! the scheduler loop (every `schedule-interval`, and at once on `do_schedule`), dispatch of
+//! placed sessions to agents, the agent-loss sweeper, and session destruction.
+//!
+//! Cancel safety: each loop iteration finishes its database transaction before the next
+//! `.await` on the bus or the timer, so aborting a loop task loses at most the event being
+//! handled, which the bus redelivers because it was not acknowledged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bai_agent_runtime::bus::{Envelope, EventBus};
+use bai_agent_runtime::rpc::pb;
+use bai_core::{Event, KernelId, KernelStatus, SessionId, SessionStatus};
+use chrono::Utc;
+use futures::StreamExt;
+use sea_orm::DatabaseConnection;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::agent_client::AgentClients;
+use crate::db::repo;
+use crate::db::DbError;
+use crate::lifecycle::{self, Registry};
+use crate::scheduler::{self, PassReport};
+
+/// The consumer group managers read anycast events in.
+pub const EVENT_GROUP: &str = "manager";
+
+/// The core of a manager. Share it as `Arc<Manager>`.
+pub struct Manager {
+    db: DatabaseConnection,
+    bus: Arc<dyn EventBus>,
+    clients: Arc<AgentClients>,
+    registry: Registry,
+    scheduler: bai_scheduler::Config,
+    wake_scheduler: Notify,
+    id: String,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl Manager {
+    /// A manager core over `db`, reading and writing events on `bus` and calling agents with
+    /// `clients`; agents silent for `heartbeat_timeout` become LOST.
+    pub fn new(
+        id: &str,
+        db: DatabaseConnection,
+        bus: Arc<dyn EventBus>,
+        clients: Arc<AgentClients>,
+        heartbeat_timeout: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            db,
+            bus,
+            clients,
+            registry: Registry::new(heartbeat_timeout, Utc::now()),
+            scheduler: bai_scheduler::Config::default(),
+            wake_scheduler: Notify::new(),
+            id: id.to_string(),
+        })
+    }
+
+    /// The database.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// The agent registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Asks the scheduler loop for a pass now.
+    pub fn schedule_soon(&self) {
+        self.wake_scheduler.notify_one();
+    }
+
+    /// Handles one event.
+    pub async fn handle(&self, envelope: &Envelope) -> Result<(), DbError> {
+        let now = Utc::now();
+        match &envelope.event {
+            Event::AgentHeartbeat { agent_info } => self.registry.heartbeat(&self.db, &envelope.source, agent_info, now).await?,
+            Event::AgentStarted { .. } => self.registry.started(&self.db, &envelope.source, now).await?,
+            Event::AgentTerminated { reason } => {
+                self.registry.terminated(&self.db, &envelope.source, reason).await?;
+                self.schedule_soon();
+            }
+            Event::DoSchedule {} => self.schedule_soon(),
+            Event::SessionSuccess { session_id, .. } | Event::SessionFailure { session_id, .. } => {
+                let success = matches!(envelope.event, Event::SessionSuccess { .. });
+                lifecycle::batch_result(&self.db, *session_id, success).await?;
+                self.destroy_session(*session_id, false, "task-finished").await?;
+            }
+            event => {
+                if let Some(status) = lifecycle::kernel_event(&self.db, event).await? {
+                    tracing::info!(session = ?event.session_id(), %status, "session status");
+                    if status.is_dead() {
+                        // Resources came back: waiting sessions may fit now.
+                        self.schedule_soon();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One scheduling pass and the dispatch of what it placed.
+    pub async fn schedule_once(&self) -> Result<PassReport, DbError> {
+        let report = scheduler::schedule_pass(&self.db, &self.scheduler, Utc::now()).await?;
+        for session_id in &report.scheduled {
+            if let Err(e) = scheduler::dispatch(&self.db, &self.clients, *session_id).await {
+                tracing::warn!(session = %session_id, error = %e, "dispatch failed");
+            }
+        }
+        Ok(report)
+    }
+
+    /// Destroys a session: PENDING (and not yet dispatched) sessions are cancelled at once;
+    /// others go TERMINATING and their kernels are destroyed on the agents, whose
+    /// `kernel_terminated` events finish the job. `forced` also terminates kernels whose agent
+    /// cannot be reached.
+    pub async fn destroy_session(&self, session_id: SessionId, forced: bool, reason: &str) -> Result<SessionStatus, DbError> {
+        let (s, kernels) =
+            repo::get_session_with_kernels(&self.db, session_id).await?.ok_or_else(|| DbError::not_found("session", session_id))?;
+        let status = s.status.0;
+        if status.is_terminal() {
+            return Ok(status);
+        }
+        if matches!(status, SessionStatus::Pending) {
+            for k in &kernels {
+                repo::force_kernel_status(&self.db, KernelId::from_uuid(k.id), KernelStatus::Cancelled, Some(reason), None).await?;
+            }
+            repo::force_session_status(&self.db, session_id, SessionStatus::Cancelled, Some(reason), None).await?;
+            return Ok(SessionStatus::Cancelled);
+        }
+        if status != SessionStatus::Terminating {
+            repo::force_session_status(&self.db, session_id, SessionStatus::Terminating, Some(reason), None).await?;
+        }
+        for k in &kernels {
+            if k.status.0.is_terminal() {
+                continue;
+            }
+            let kernel_id = KernelId::from_uuid(k.id);
+            let Some(addr) = &k.agent_addr else {
+                repo::force_kernel_status(&self.db, kernel_id, KernelStatus::Cancelled, Some(reason), None).await?;
+                continue;
+            };
+            let call = async {
+                let mut client = self.clients.client(addr).map_err(|e| e.to_string())?;
+                client
+                    .destroy_kernel(pb::DestroyKernelRequest {
+                        kernel_id: kernel_id.to_string(),
+                        session_id: session_id.to_string(),
+                        reason: reason.to_string(),
+                        suppress_events: false,
+                    })
+                    .await
+                    .map_err(|s| format!("{}: {}", s.code(), s.message()))
+            };
+            match call.await {
+                Ok(reply) => {
+                    // The agent answered after the container was gone; apply it now rather
+                    // than wait for the event (which then changes nothing).
+                    let reply = reply.into_inner();
+                    let event = Event::KernelTerminated { kernel_id, session_id, reason: reply.reason, exit_code: reply.exit_code };
+                    lifecycle::kernel_event(&self.db, &event).await?;
+                }
+                Err(e) if forced => {
+                    tracing::warn!(kernel = %kernel_id, error = %e, "agent unreachable; forcing the kernel terminated");
+                    let event = Event::KernelTerminated { kernel_id, session_id, reason: "force-terminated".into(), exit_code: -1 };
+                    lifecycle::kernel_event(&self.db, &event).await?;
+                }
+                Err(e) => tracing::warn!(kernel = %kernel_id, error = %e, "destroy_kernel failed; the session stays TERMINATING"),
+            }
+        }
+        lifecycle::update_session(&self.db, session_id).await?;
+        let now = repo::get_session(&self.db, session_id).await?.map(|s| s.status.0).unwrap_or(status);
+        self.schedule_soon();
+        Ok(now)
+    }
+
+    /// Marks silent agents LOST and announces it (`agent_terminated("agent-lost")`).
+    pub async fn sweep_agents(&self) -> Result<(), DbError> {
+        for agent in self.registry.sweep(&self.db, Utc::now()).await? {
+            tracing::warn!(agent = %agent, "agent lost");
+        }
+        Ok(())
+    }
+
+    /// Starts the event consumer, the scheduler loop and the sweeper.
+    pub fn spawn(self: &Arc<Self>, schedule_interval: Duration) -> Vec<JoinHandle<()>> {
+        let events = {
+            let me = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    let mut deliveries = match me.bus.consume(EVENT_GROUP, &me.id).await {
+                        Ok(d) => d,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot consume events; retrying in 1 s");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    };
+                    while let Some(item) = deliveries.next().await {
+                        let delivery = match item {
+                            Ok(d) => d,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "event stream error");
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                                continue;
+                            }
+                        };
+                        match &delivery.envelope {
+                            Ok(envelope) => {
+                                if let Err(e) = me.handle(envelope).await {
+                                    tracing::warn!(event = envelope.event.name(), error = %e, "event handler failed");
+                                }
+                            }
+                            Err(e) => tracing::warn!(error = %e, "undecodable event dropped"),
+                        }
+                        if let Err(e) = me.bus.ack(EVENT_GROUP, &delivery.id).await {
+                            tracing::warn!(error = %e, "could not acknowledge an event");
+                        }
+                    }
+                }
+            })
+        };
+        let scheduler = {
+            let me = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    let _ = tokio::time::timeout(schedule_interval, me.wake_scheduler.notified()).await;
+                    if let Err(e) = me.schedule_once().await {
+                        tracing::warn!(error = %e, "scheduling pass failed");
+                    }
+                }
+            })
+        };
+        let sweeper = {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = me.sweep_agents().await {
+                        tracing::warn!(error = %e, "agent sweep failed");
+                    }
+                }
+            })
+        };
+        vec![events, scheduler, sweeper]
+    }
+
+    /// Sends an event from the manager.
+    pub async fn emit(&self, event: Event) {
+        lifecycle::emit(self.bus.as_ref(), event).await;
+    }
+}

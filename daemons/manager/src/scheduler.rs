@@ -1,0 +1,339 @@
+//! The scheduler loop's steps: build a [`bai_scheduler::Snapshot`] from the database, run the
+//! pure planner, persist its plan in one transaction, and dispatch the placed sessions to their
+//! agents (one `create_kernels` call per agent; agent events drive the rest).
+//!
+//! Persisting is all or nothing per pass: placements (kernels assigned, sessions and kernels
+//! SCHEDULED, agents' occupied slots recomputed), pending-timeout cancellations, and the
+//! scheduler's explanation of every waiting session (`status_info` and
+//! `status_data.scheduler`). Two managers never place at once: each pass holds the scheduling
+//! lock ([`crate::lock::SchedulerLock`]).
+
+use std::collections::{BTreeMap, HashMap};
+
+use bai_agent_runtime::rpc::{pb, slots_to_wire};
+use bai_core::{AccessKey, AgentId, AgentStatus, KernelId, KernelStatus, ResourceSlot, SessionId, SessionStatus};
+use bai_scheduler::{
+    AgentSnapshot, KernelRequest, KeypairPolicy, KeypairUsage, PendingSession, Plan, ResourceLimit, Snapshot,
+};
+use chrono::{DateTime, Utc};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
+use serde_json::json;
+
+use crate::agent_client::AgentClients;
+use crate::db::entities::{agent, kernel, keypair, keypair_resource_policy, session};
+use crate::db::repo;
+use crate::db::types::{JsonOf, Wire};
+use crate::db::DbError;
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassReport {
+    /// Sessions placed (now SCHEDULED).
+    pub scheduled: Vec<SessionId>,
+    /// Sessions left waiting.
+    pub blocked: usize,
+    /// Sessions cancelled (pending timeout).
+    pub cancelled: Vec<SessionId>,
+}
+
+fn occupying(status: KernelStatus) -> bool {
+    status.occupies_agent_resources()
+}
+
+/// Builds the scheduler's snapshot: alive agents, pending sessions with their kernels, keypair
+/// policies and what each keypair uses now.
+pub async fn build_snapshot(db: &impl ConnectionTrait) -> Result<Snapshot, DbError> {
+    let mut snapshot = Snapshot::default();
+    for a in repo::list_agents(db, None, Some(AgentStatus::Alive)).await? {
+        snapshot.agents.push(AgentSnapshot {
+            id: AgentId::new(&a.id).map_err(|e| DbError::invalid("agents.id", e.to_string()))?,
+            scaling_group: a.scaling_group.clone(),
+            architecture: a.architecture.clone(),
+            status: a.status.0,
+            schedulable: a.schedulable,
+            available_slots: a.available_slots.0.clone(),
+            occupied_slots: a.occupied_slots.0.clone(),
+        });
+    }
+    let groups: Vec<String> = repo::list_scaling_groups(db, Some(true)).await?.into_iter().map(|g| g.name).collect();
+    for group in &groups {
+        for (s, kernels) in repo::pending_sessions(db, group).await? {
+            snapshot.pending.push(pending_session(&s, &kernels)?);
+        }
+    }
+    // Keypair policies of the keypairs that have pending sessions, and their usage.
+    let keys: std::collections::BTreeSet<String> = snapshot.pending.iter().map(|p| p.access_key.to_string()).collect();
+    for ak in keys {
+        let Some(kp) = keypair::Entity::find_by_id(ak.as_str()).one(db).await? else { continue };
+        let Some(policy) = keypair_resource_policy::Entity::find_by_id(kp.resource_policy.as_str()).one(db).await? else {
+            continue;
+        };
+        let access_key = AccessKey::new(&ak).map_err(|e| DbError::invalid("keypairs.access_key", e.to_string()))?;
+        let positive = |v: i32| u32::try_from(v).ok().filter(|v| *v > 0);
+        snapshot.policies.keypairs.insert(
+            access_key.clone(),
+            KeypairPolicy {
+                limit: ResourceLimit {
+                    total_resource_slots: policy.total_resource_slots.0.clone(),
+                    default_for_unspecified: match policy.default_for_unspecified.0 {
+                        crate::db::types::DefaultForUnspecified::Limited => bai_scheduler::DefaultForUnspecified::Limited,
+                        crate::db::types::DefaultForUnspecified::Unlimited => bai_scheduler::DefaultForUnspecified::Unlimited,
+                    },
+                },
+                max_concurrent_sessions: positive(policy.max_concurrent_sessions),
+                max_concurrent_sftp_sessions: positive(policy.max_concurrent_sftp_sessions),
+                max_pending_session_count: policy.max_pending_session_count.and_then(|v| u32::try_from(v).ok()),
+                max_pending_session_resource_slots: policy.max_pending_session_resource_slots.map(|s| s.0),
+            },
+        );
+        let mut usage = KeypairUsage::default();
+        let running = session::Entity::find().filter(session::Column::AccessKey.eq(ak.as_str())).all(db).await?;
+        for s in running.iter().filter(|s| s.status.0.occupies_user_resources()) {
+            usage.occupied += &s.requested_slots.0;
+            usage.running_sessions += 1;
+        }
+        snapshot.usage.keypairs.insert(access_key, usage);
+    }
+    Ok(snapshot)
+}
+
+fn pending_session(s: &session::Model, kernels: &[kernel::Model]) -> Result<PendingSession, DbError> {
+    let bad = |field: &str, e: &dyn std::fmt::Display| DbError::invalid(format!("sessions.{field}"), e.to_string());
+    let access_key = s.access_key.clone().unwrap_or_default();
+    let retries = s
+        .status_data
+        .as_ref()
+        .and_then(|d| d.pointer("/scheduler/retries"))
+        .and_then(|r| r.as_u64())
+        .unwrap_or(0);
+    Ok(PendingSession {
+        id: SessionId::from_uuid(s.id),
+        name: s.name.clone(),
+        access_key: AccessKey::new(&access_key).map_err(|e| bad("access_key", &e))?,
+        user: s.user_uuid.to_string(),
+        group: s.group_id.to_string(),
+        domain: s.domain_name.clone(),
+        created_at: s.created_at,
+        session_type: s.session_type.0,
+        priority: s.priority,
+        scaling_group: s.scaling_group_name.clone().unwrap_or_default(),
+        architecture: kernels.first().map(|k| k.architecture.clone()).unwrap_or_else(|| std::env::consts::ARCH.to_string()),
+        kernels: kernels
+            .iter()
+            .map(|k| KernelRequest { id: KernelId::from_uuid(k.id), requested_slots: k.requested_slots.0.clone() })
+            .collect(),
+        cluster_mode: s.cluster_mode.0,
+        designated_agents: s
+            .agent_ids
+            .as_ref()
+            .map(|ids| ids.0.iter().filter_map(|a| AgentId::new(a).ok()).collect())
+            .unwrap_or_default(),
+        depends_on: Vec::new(),
+        starts_at: s.starts_at,
+        retries: u32::try_from(retries).unwrap_or(u32::MAX),
+        endpoint_kernel_counts: None,
+    })
+}
+
+/// Recomputes an agent's occupied slots from the kernels that hold resources on it.
+pub async fn recompute_agent_occupancy(db: &impl ConnectionTrait, agent_id: &str) -> Result<ResourceSlot, DbError> {
+    let kernels = kernel::Entity::find().filter(kernel::Column::Agent.eq(agent_id)).all(db).await?;
+    let mut total = ResourceSlot::new();
+    for k in kernels.iter().filter(|k| occupying(k.status.0)) {
+        total += &k.requested_slots.0;
+    }
+    let id = AgentId::new(agent_id).map_err(|e| DbError::invalid("agent", e.to_string()))?;
+    repo::set_agent_occupied_slots(db, &id, &total).await?;
+    Ok(total)
+}
+
+/// Persists a plan inside the caller's transaction (the one the snapshot was read in).
+pub async fn persist(txn: &impl ConnectionTrait, plan: &Plan, now: DateTime<Utc>) -> Result<PassReport, DbError> {
+        let mut report = PassReport { blocked: plan.blocked.len(), ..Default::default() };
+    let mut touched_agents = std::collections::BTreeSet::new();
+    for placement in &plan.placements {
+        for k in &placement.kernels {
+            repo::assign_kernel_agent(txn, k.kernel_id, &k.agent_id).await?;
+            repo::set_kernel_status(txn, k.kernel_id, KernelStatus::Scheduled, Some("scheduled"), Some(json!({}))).await?;
+            touched_agents.insert(k.agent_id.to_string());
+        }
+        let agent_ids: Vec<String> = placement.kernels.iter().map(|k| k.agent_id.to_string()).collect();
+        session::Entity::update_many()
+            .set(session::ActiveModel {
+                agent_ids: Set(Some(JsonOf(agent_ids))),
+                scaling_group_name: Set(Some(placement.scaling_group.clone())),
+                ..Default::default()
+            })
+            .filter(session::Column::Id.eq(*placement.session_id.as_uuid()))
+            .exec(txn)
+            .await?;
+        repo::set_session_status(txn, placement.session_id, SessionStatus::Scheduled, Some("scheduled"), Some(json!({})))
+            .await?;
+        report.scheduled.push(placement.session_id);
+    }
+    for agent_id in &touched_agents {
+        recompute_agent_occupancy(txn, agent_id).await?;
+    }
+    for c in &plan.cancellations {
+        for k in repo::list_kernels_of_session(txn, c.session_id).await? {
+            repo::set_kernel_status(txn, KernelId::from_uuid(k.id), KernelStatus::Cancelled, Some(&c.reason), None).await?;
+        }
+        repo::set_session_status(txn, c.session_id, SessionStatus::Cancelled, Some(&c.reason), None).await?;
+        report.cancelled.push(c.session_id);
+    }
+    for b in &plan.blocked {
+        let Some(row) = repo::get_session(txn, b.session_id).await? else { continue };
+        let retries = row.status_data.as_ref().and_then(|d| d.pointer("/scheduler/retries")).and_then(|r| r.as_u64()).unwrap_or(0);
+        let msg = plan.explain(b.session_id).unwrap_or_default();
+        let retries = if b.reason.counts_as_retry() { retries + 1 } else { retries };
+        let data = json!({"scheduler": {
+            "retries": retries,
+            "last_try": now.to_rfc3339(),
+            "msg": msg,
+            "reason": b.reason,
+        }});
+        session::Entity::update_many()
+            .set(session::ActiveModel {
+                status_info: Set(Some(b.reason.status_info().to_string())),
+                status_data: Set(Some(data)),
+                ..Default::default()
+            })
+            .filter(session::Column::Id.eq(*b.session_id.as_uuid()))
+            .filter(session::Column::Status.eq(Wire(SessionStatus::Pending)))
+            .exec(txn)
+            .await?;
+    }
+    Ok(report)
+}
+
+/// One scheduling pass: in one transaction (serialised across managers on PostgreSQL by an
+/// advisory lock), snapshot, plan and persist. Returns what was placed; dispatching is the
+/// caller's next step.
+pub async fn schedule_pass<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    config: &bai_scheduler::Config,
+    now: DateTime<Utc>,
+) -> Result<PassReport, DbError> {
+    let txn = db.begin().await?;
+    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        txn.execute_unprepared("SELECT pg_advisory_xact_lock(7305257)").await?;
+    }
+    let snapshot = build_snapshot(&txn).await?;
+    let plan = bai_scheduler::plan(&snapshot, config, now);
+    let report = persist(&txn, &plan, now).await?;
+    txn.commit().await?;
+    Ok(report)
+}
+
+/// One creation request per agent for a SCHEDULED session.
+pub async fn creation_requests(
+    db: &impl ConnectionTrait,
+    session_id: SessionId,
+) -> Result<BTreeMap<(String, String), pb::CreateKernelsRequest>, DbError> {
+    let (s, kernels) =
+        repo::get_session_with_kernels(db, session_id).await?.ok_or_else(|| DbError::not_found("session", session_id))?;
+    let mut per_agent: BTreeMap<(String, String), pb::CreateKernelsRequest> = BTreeMap::new();
+    for k in &kernels {
+        let (Some(agent), Some(addr)) = (k.agent.clone(), k.agent_addr.clone()) else {
+            return Err(DbError::invalid("kernels.agent", format!("kernel {} has no agent", k.id)));
+        };
+        let environ: BTreeMap<String, String> = k
+            .environ
+            .as_ref()
+            .or(Some(&s.environ))
+            .and_then(|e| serde_json::from_value(e.clone()).ok())
+            .unwrap_or_default();
+        let request = per_agent.entry((agent, addr)).or_insert_with(|| pb::CreateKernelsRequest {
+            session_id: s.id.to_string(),
+            kernels: Vec::new(),
+            session_type: s.session_type.0.as_str().to_string(),
+            startup_command: s.startup_command.clone().unwrap_or_default(),
+            batch_timeout: s.batch_timeout.map(|t| t as f64).unwrap_or(0.0),
+        });
+        let cmd: Vec<String> = k
+            .internal_data
+            .as_ref()
+            .and_then(|d| d.get("cmd"))
+            .and_then(|c| serde_json::from_value(c.clone()).ok())
+            .unwrap_or_default();
+        request.kernels.push(pb::KernelCreationConfig {
+            kernel_id: k.id.to_string(),
+            image: k.image.clone().unwrap_or_default(),
+            resource_slots: slots_to_wire(&k.requested_slots.0),
+            environ,
+            owner_user_id: k.user_uuid.to_string(),
+            owner_project_id: k.group_id.to_string(),
+            cluster_role: k.cluster_role.clone(),
+            cluster_idx: u32::try_from(k.cluster_idx).unwrap_or(0),
+            cluster_hostname: k.cluster_hostname.clone(),
+            cmd,
+            ..Default::default()
+        });
+    }
+    Ok(per_agent)
+}
+
+/// Sends a scheduled session's kernels to their agents. The session and its kernels move to
+/// PREPARING first; a failed call moves the session to ERROR (`agent-error (...)`), cancels its
+/// other kernels on the agents and releases its resources.
+pub async fn dispatch(db: &sea_orm::DatabaseConnection, clients: &AgentClients, session_id: SessionId) -> Result<(), DbError> {
+    let requests = creation_requests(db, session_id).await?;
+    for k in repo::list_kernels_of_session(db, session_id).await? {
+        repo::set_kernel_status(db, KernelId::from_uuid(k.id), KernelStatus::Preparing, None, None).await?;
+    }
+    repo::set_session_status(db, session_id, SessionStatus::Preparing, None, None).await?;
+    let mut failure = None;
+    for ((agent, addr), request) in &requests {
+        let result = match clients.client(addr) {
+            Ok(mut c) => c.create_kernels(request.clone()).await.map(|_| ()).map_err(|s| format!("{}: {}", s.code(), s.message())),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(session = %session_id, agent = %agent, error = %e, "create_kernels failed");
+            failure = Some((agent.clone(), e));
+            break;
+        }
+    }
+    if let Some((agent, error)) = failure {
+        let info = format!("agent-error ({error})");
+        let data = json!({"error": {"src": "agent", "name": "AgentError", "repr": error, "agent_id": agent}});
+        for ((_, addr), request) in &requests {
+            for k in &request.kernels {
+                if let Ok(mut c) = clients.client(addr) {
+                    let _ = c
+                        .destroy_kernel(pb::DestroyKernelRequest {
+                            kernel_id: k.kernel_id.clone(),
+                            session_id: session_id.to_string(),
+                            reason: "failed-to-create".into(),
+                            suppress_events: true,
+                        })
+                        .await;
+                }
+            }
+        }
+        for k in repo::list_kernels_of_session(db, session_id).await? {
+            if !k.status.0.is_terminal() {
+                repo::force_kernel_status(db, KernelId::from_uuid(k.id), KernelStatus::Error, Some(&info), Some(data.clone())).await?;
+            }
+        }
+        repo::force_session_status(db, session_id, SessionStatus::Error, Some(&info), Some(data)).await?;
+        for (agent, _) in requests.keys() {
+            recompute_agent_occupancy(db, agent).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Keys per agent of the kernels of a session (for destroy calls).
+pub fn kernels_by_agent(kernels: &[kernel::Model]) -> HashMap<String, Vec<&kernel::Model>> {
+    let mut out: HashMap<String, Vec<&kernel::Model>> = HashMap::new();
+    for k in kernels {
+        if let Some(addr) = &k.agent_addr {
+            out.entry(addr.clone()).or_default().push(k);
+        }
+    }
+    out
+}
+
+/// The columns of an agent row the scheduler reads, for tests.
+pub type AgentRow = agent::Model;
