@@ -14,6 +14,7 @@ pub mod db;
 pub mod lifecycle;
 pub mod manager;
 pub mod scheduler;
+pub mod server;
 
 pub use bai_core;
 pub use bai_scheduler;

@@ -70,6 +70,16 @@ impl Manager {
         &self.db
     }
 
+    /// The clients of the agents' RPC.
+    pub fn clients(&self) -> &Arc<AgentClients> {
+        &self.clients
+    }
+
+    /// The event bus.
+    pub fn bus(&self) -> &Arc<dyn EventBus> {
+        &self.bus
+    }
+
     /// The agent registry.
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -99,6 +109,9 @@ impl Manager {
             event => {
                 if let Some(status) = lifecycle::kernel_event(&self.db, event).await? {
                     tracing::info!(session = ?event.session_id(), %status, "session status");
+                    if let Some(session_id) = event.session_id() {
+                        self.announce(session_id, status).await;
+                    }
                     if status.is_dead() {
                         // Resources came back: waiting sessions may fit now.
                         self.schedule_soon();
@@ -109,10 +122,42 @@ impl Manager {
         Ok(())
     }
 
+    /// Sends the `session_*` event of a session's new status, when it has one.
+    pub async fn announce(&self, session_id: SessionId, status: SessionStatus) {
+        let creation_id = match repo::get_session(&self.db, session_id).await {
+            Ok(Some(s)) => s.creation_id.unwrap_or_default(),
+            _ => String::new(),
+        };
+        let reason = String::new();
+        let event = match status {
+            SessionStatus::Pending => Event::SessionEnqueued { session_id, creation_id, reason },
+            SessionStatus::Scheduled => Event::SessionScheduled { session_id, creation_id, reason },
+            SessionStatus::Preparing | SessionStatus::Pulling | SessionStatus::Prepared | SessionStatus::Creating => {
+                Event::SessionPreparing { session_id, creation_id, reason }
+            }
+            SessionStatus::Running => Event::SessionStarted { session_id, creation_id, reason },
+            SessionStatus::Cancelled => Event::SessionCancelled { session_id, creation_id, reason },
+            SessionStatus::Terminating => Event::SessionTerminating { session_id, reason },
+            SessionStatus::Terminated | SessionStatus::Error => {
+                let reason = match repo::get_session(&self.db, session_id).await {
+                    Ok(Some(s)) => s.status_info.unwrap_or_default(),
+                    _ => String::new(),
+                };
+                Event::SessionTerminated { session_id, reason }
+            }
+            _ => return,
+        };
+        self.emit(event).await;
+    }
+
     /// One scheduling pass and the dispatch of what it placed.
     pub async fn schedule_once(&self) -> Result<PassReport, DbError> {
         let report = scheduler::schedule_pass(&self.db, &self.scheduler, Utc::now()).await?;
+        for session_id in &report.cancelled {
+            self.announce(*session_id, SessionStatus::Cancelled).await;
+        }
         for session_id in &report.scheduled {
+            self.announce(*session_id, SessionStatus::Scheduled).await;
             if let Err(e) = scheduler::dispatch(&self.db, &self.clients, *session_id).await {
                 tracing::warn!(session = %session_id, error = %e, "dispatch failed");
             }
@@ -136,10 +181,12 @@ impl Manager {
                 repo::force_kernel_status(&self.db, KernelId::from_uuid(k.id), KernelStatus::Cancelled, Some(reason), None).await?;
             }
             repo::force_session_status(&self.db, session_id, SessionStatus::Cancelled, Some(reason), None).await?;
+            self.announce(session_id, SessionStatus::Cancelled).await;
             return Ok(SessionStatus::Cancelled);
         }
         if status != SessionStatus::Terminating {
             repo::force_session_status(&self.db, session_id, SessionStatus::Terminating, Some(reason), None).await?;
+            self.announce(session_id, SessionStatus::Terminating).await;
         }
         for k in &kernels {
             if k.status.0.is_terminal() {
@@ -168,23 +215,30 @@ impl Manager {
                     // than wait for the event (which then changes nothing).
                     let reply = reply.into_inner();
                     let event = Event::KernelTerminated { kernel_id, session_id, reason: reply.reason, exit_code: reply.exit_code };
-                    lifecycle::kernel_event(&self.db, &event).await?;
+                    if let Some(status) = lifecycle::kernel_event(&self.db, &event).await? {
+                        self.announce(session_id, status).await;
+                    }
                 }
                 Err(e) if forced => {
                     tracing::warn!(kernel = %kernel_id, error = %e, "agent unreachable; forcing the kernel terminated");
                     let event = Event::KernelTerminated { kernel_id, session_id, reason: "force-terminated".into(), exit_code: -1 };
-                    lifecycle::kernel_event(&self.db, &event).await?;
+                    if let Some(status) = lifecycle::kernel_event(&self.db, &event).await? {
+                        self.announce(session_id, status).await;
+                    }
                 }
                 Err(e) => tracing::warn!(kernel = %kernel_id, error = %e, "destroy_kernel failed; the session stays TERMINATING"),
             }
         }
-        lifecycle::update_session(&self.db, session_id).await?;
+        if let Some(status) = lifecycle::update_session(&self.db, session_id).await? {
+            self.announce(session_id, status).await;
+        }
         let now = repo::get_session(&self.db, session_id).await?.map(|s| s.status.0).unwrap_or(status);
         self.schedule_soon();
         Ok(now)
     }
 
-    /// Marks silent agents LOST and announces it (`agent_terminated("agent-lost")`).
+    /// Marks silent agents LOST (their kernels stay as they are: a returning agent's
+    /// reconciliation decides their fate).
     pub async fn sweep_agents(&self) -> Result<(), DbError> {
         for agent in self.registry.sweep(&self.db, Utc::now()).await? {
             tracing::warn!(agent = %agent, "agent lost");

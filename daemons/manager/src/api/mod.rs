@@ -39,8 +39,13 @@
 pub mod auth;
 pub mod clock;
 pub mod error;
+pub mod events;
 pub mod extract;
+pub mod gql;
+pub mod keypairs;
 pub mod ratelimit;
+pub mod session;
+pub mod stream;
 pub mod version;
 
 use std::any::{Any, TypeId};

@@ -1,0 +1,214 @@
+//! Composition: from a [`ManagerConfig`] to a running manager — database, event bus, agent
+//! clients, the [`Manager`] core and its loops, and the HTTP API. [`start`] returns a
+//! [`RunningManager`]; with [`StartOptions::embedded_agent`] it also runs an agent in the same
+//! process on the same in-process bus (the all-in-one mode of `bai-manager start-server
+//! --all-in-one` and of the quickstart).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use bai_agent::config::AgentConfig;
+use bai_agent::daemon::RunningAgent;
+use bai_agent_runtime::bus::{EventBus, MemoryBus, RedisBus};
+use sea_orm::DatabaseConnection;
+use tokio::task::JoinHandle;
+
+use crate::agent_client::AgentClients;
+use crate::api::keypairs::DbKeypairs;
+use crate::api::{ApiRouter, ApiState, CachedKeypairs, InMemoryRateLimiter, KeypairStore};
+use crate::config::{ConfigError, EventBackend, ManagerConfig};
+use crate::manager::Manager;
+
+/// Why the manager could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A configuration value.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The database.
+    #[error("database: {0}")]
+    Db(#[from] crate::db::DbError),
+    /// The event bus or another node-side piece.
+    #[error("{0}")]
+    Runtime(#[from] bai_agent_runtime::Error),
+    /// The embedded agent.
+    #[error("embedded agent: {0}")]
+    Agent(#[from] bai_agent::AgentError),
+    /// A listener.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The agent clients.
+    #[error("{0}")]
+    Clients(#[from] crate::agent_client::AgentCallError),
+}
+
+/// Options beyond the configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Runs this agent in the same process, on the manager's bus, with the manager's agent
+    /// token (its `[rpc] token` and `[events]` settings are replaced).
+    pub embedded_agent: Option<AgentConfig>,
+    /// Loads this fixture (JSON text) after migrating, unless the database already has users.
+    pub fixture: Option<String>,
+}
+
+/// A running manager.
+#[derive(Debug)]
+pub struct RunningManager {
+    /// The core.
+    pub manager: Arc<Manager>,
+    /// Where the API listens.
+    pub api_addr: SocketAddr,
+    /// The embedded agent, in the all-in-one mode.
+    pub agent: Option<RunningAgent>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningManager {
+    /// Stops the API, the loops and the embedded agent (whose kernels keep running).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), self.server).await;
+        if let Some(agent) = self.agent {
+            if let Err(e) = agent.shutdown().await {
+                tracing::warn!(error = %e, "embedded agent shutdown");
+            }
+        }
+    }
+
+    /// Resolves if the API server stops by itself.
+    pub async fn failed(&mut self) -> String {
+        match (&mut self.server).await {
+            Ok(Ok(())) => "the API server stopped".into(),
+            Ok(Err(e)) => format!("the API server failed: {e}"),
+            Err(e) => format!("the API server task failed: {e}"),
+        }
+    }
+}
+
+/// The API's state: keypairs from the database (cached), rate limits, and the manager core and
+/// database as services (`state.service::<Manager>()`, `state.service::<DatabaseConnection>()`).
+pub fn api_state(manager: Arc<Manager>, keypairs: Arc<dyn KeypairStore>) -> ApiState {
+    ApiState::new(keypairs, Arc::new(InMemoryRateLimiter::default()))
+        .with_manager_version(crate::VERSION)
+        .with_service(Arc::new(manager.db().clone()))
+        .with_service(manager)
+}
+
+/// Every route of the API.
+pub fn app(state: ApiState) -> Router {
+    ApiRouter::new()
+        .signed(
+            Router::new()
+                .merge(crate::api::session::routes())
+                .merge(crate::api::events::routes())
+                .merge(crate::api::stream::routes())
+                .merge(crate::api::gql::routes()),
+        )
+        .build(state)
+}
+
+async fn bus(config: &ManagerConfig, redis_url: Option<String>) -> Result<Arc<dyn EventBus>, StartError> {
+    Ok(match config.events.backend {
+        EventBackend::Memory => Arc::new(MemoryBus::default()),
+        EventBackend::Redis => {
+            let url = if config.events.redis_url.is_empty() {
+                redis_url.unwrap_or_else(|| "redis://127.0.0.1:6379/4".into())
+            } else {
+                config.events.redis_url.clone()
+            };
+            Arc::new(RedisBus::connect(&url).await?)
+        }
+    })
+}
+
+/// Connects to the database and migrates it (what `schema oneshot` does).
+pub async fn database(config: &ManagerConfig) -> Result<DatabaseConnection, StartError> {
+    if let Some(path) = config.db.url.strip_prefix("sqlite://").map(|p| p.split('?').next().unwrap_or(p)) {
+        if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| ConfigError { field: "db.url".into(), reason: format!("cannot create {}: {e}", dir.display()) })?;
+        }
+    }
+    let db = crate::db::connect(&config.db.url).await?;
+    crate::db::migrate(&db).await?;
+    Ok(db)
+}
+
+/// Starts a manager.
+pub async fn start(config: ManagerConfig, options: StartOptions) -> Result<RunningManager, StartError> {
+    config.validate()?;
+    let db = database(&config).await?;
+    if let Some(fixture) = &options.fixture {
+        if crate::db::repo::list_users(&db, None).await?.is_empty() {
+            let value: serde_json::Value =
+                serde_json::from_str(fixture).map_err(|e| ConfigError { field: "fixture".into(), reason: e.to_string() })?;
+            crate::db::repo::populate_fixture(&db, &value).await?;
+        }
+    }
+    let token = match config.local_agent_token()? {
+        Some(t) => t,
+        None if options.embedded_agent.is_some() => random_token(),
+        None => {
+            return Err(ConfigError {
+                field: "agent-rpc.token".into(),
+                reason: "no token for the agents' RPC: set [agent-rpc] token or token-file".into(),
+            }
+            .into())
+        }
+    };
+    let bus = bus(&config, None).await?;
+    let tls = match &config.agent_rpc.tls_ca {
+        Some(ca) => {
+            let client = config.agent_rpc.tls_cert.as_deref().zip(config.agent_rpc.tls_key.as_deref());
+            Some(AgentClients::tls_from_files(ca, client)?)
+        }
+        None => None,
+    };
+    let clients = Arc::new(AgentClients::new(&token, tls)?);
+    let manager = Manager::new(
+        &config.manager.id,
+        db.clone(),
+        bus.clone(),
+        clients,
+        ManagerConfig::seconds(config.manager.heartbeat_timeout),
+    );
+    let tasks = manager.spawn(ManagerConfig::seconds(config.manager.schedule_interval));
+    let agent = match options.embedded_agent {
+        Some(mut agent_config) => {
+            agent_config.rpc.token = Some(token.clone());
+            agent_config.rpc.token_file = None;
+            Some(bai_agent::daemon::start(agent_config, Some(bus.clone())).await?)
+        }
+        None => None,
+    };
+    let keypairs: Arc<dyn KeypairStore> = Arc::new(CachedKeypairs::new(DbKeypairs::new(db.clone())));
+    let router = app(api_state(manager.clone(), keypairs));
+    let listener = tokio::net::TcpListener::bind(config.manager.api_listen)
+        .await
+        .map_err(|e| StartError::Listen { addr: config.manager.api_listen, reason: e.to_string() })?;
+    let api_addr = listener.local_addr().map_err(|e| StartError::Listen { addr: config.manager.api_listen, reason: e.to_string() })?;
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(crate::api::serve(listener, router, async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    tracing::info!(api = %api_addr, "manager started");
+    Ok(RunningManager { manager, api_addr, agent, stop, tasks, server })
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).unwrap_or_default();
+    hex::encode(bytes)
+}

@@ -1,0 +1,128 @@
+//! Shared by the manager's integration tests: an all-in-one manager (SQLite, in-process bus,
+//! an embedded agent on the process backend) and a client that signs requests as the
+//! official client does.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use bai_agent::config::{AgentConfig, ContainerBackend, EventBackend as AgentEvents, ScratchType};
+use bai_core::signing::{self, RequestToSign, API_VERSION};
+use bai_core::AccessKey;
+use bai_manager::config::{EventBackend, ManagerConfig};
+use bai_manager::server::{self, RunningManager, StartOptions};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The example fixture's keypairs: (access key, secret key).
+pub const ADMIN: (&str, &str) = ("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
+/// The regular user of the example fixture.
+pub const USER: (&str, &str) = ("AKIANABBDUSEREXAMPLE", "C8qnIo29EZvXkPK_MXcuAakYTy4NYrxwmCEyNPlf");
+/// The example fixture.
+pub const FIXTURE: &str = include_str!("../../fixtures/example-users.json");
+
+/// An all-in-one manager in `dir` with an embedded agent on the process backend (kernels run
+/// the host's programs; use image `host`).
+pub async fn all_in_one(dir: &std::path::Path) -> RunningManager {
+    let mut config = ManagerConfig::default();
+    config.manager.api_listen = "127.0.0.1:0".parse().unwrap();
+    config.manager.schedule_interval = 0.2;
+    config.db.url = format!("sqlite://{}?mode=rwc", dir.join("manager.db").display());
+    config.events.backend = EventBackend::Memory;
+    let mut agent = AgentConfig::default();
+    agent.agent.id = format!("i-aio-{}", std::process::id());
+    agent.agent.rpc_listen = "127.0.0.1:0".parse().unwrap();
+    agent.agent.metrics_listen = "127.0.0.1:0".parse().unwrap();
+    agent.agent.heartbeat_interval = 0.2;
+    agent.events.backend = AgentEvents::Memory;
+    agent.container.backend = ContainerBackend::Process;
+    agent.container.process_root = dir.join("process");
+    agent.container.scratch_root = dir.join("scratch");
+    agent.container.scratch_type = ScratchType::Hostdir;
+    agent.resource.reserved_cpu = rust_decimal::Decimal::ZERO;
+    agent.resource.reserved_mem = "256m".parse().unwrap();
+    let options = StartOptions { embedded_agent: Some(agent), fixture: Some(FIXTURE.to_string()) };
+    let running = server::start(config, options).await.expect("all-in-one manager");
+    // Wait for the agent's first heartbeat to register it.
+    let db = running.manager.db().clone();
+    for _ in 0..100 {
+        if !bai_manager::db::repo::list_agents(&db, None, Some(bai_core::AgentStatus::Alive)).await.unwrap().is_empty() {
+            return running;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the embedded agent did not register within 10 s");
+}
+
+/// A response: status, lower-cased headers, body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// A header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends a request signed with `key` (or unsigned with `None`) over a fresh connection.
+pub async fn request(addr: SocketAddr, key: Option<(&str, &str)>, method: &str, path: &str, body: Option<&Value>) -> Reply {
+    let host = addr.to_string();
+    let date = signing::format_request_date(chrono::Utc::now());
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nDate: {date}\r\nX-BackendAI-Version: {API_VERSION}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        payload.len()
+    );
+    if let Some((ak, sk)) = key {
+        let to_sign = RequestToSign {
+            method,
+            path_and_query: path,
+            date: &date,
+            host: &host,
+            content_type: "application/json",
+            api_version: API_VERSION,
+        };
+        let authorization = signing::authorization_header(&AccessKey::new(ak).unwrap(), &signing::sign(sk, &to_sign).unwrap());
+        head.push_str(&format!("Authorization: {authorization}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect to the manager");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(payload.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked { dechunk(body) } else { body.to_string() };
+    Reply { status, headers, body }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
