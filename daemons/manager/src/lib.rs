@@ -9,12 +9,14 @@
 
 pub mod agent_client;
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod lifecycle;
 pub mod manager;
 pub mod scheduler;
 pub mod server;
+pub mod sessions;
 
 pub use bai_core;
 pub use bai_scheduler;

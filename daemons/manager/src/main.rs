@@ -1,20 +1,59 @@
-//! `bai-manager`: the manager daemon's entry point.
+//! `bai-manager`: the manager daemon's entry point. Everything is in the `bai_manager` library.
 
 use std::process::ExitCode;
 
+use bai_manager::cli::{self, Cli, Command};
+use clap::Parser;
+
 fn main() -> ExitCode {
-    let arg = std::env::args().nth(1);
-    match arg.as_deref() {
-        Some("--version") | Some("-V") => {
-            println!("bai-manager {}", bai_manager::VERSION);
-            ExitCode::SUCCESS
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BAI_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bai-manager: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
         }
-        _ => {
-            eprintln!(
-                "bai-manager {}: this build has no server commands yet; only --version is available",
-                bai_manager::VERSION
-            );
-            ExitCode::from(2)
-        }
-    }
+    };
+    runtime.block_on(async move {
+        let Command::StartServer(args) = &cli.command else {
+            return match cli::run_once(&cli).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("bai-manager: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        };
+        let mut running = match cli::start(&cli, args).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("bai-manager: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        eprintln!("bai-manager {}: API on http://{}", bai_manager::VERSION, running.api_addr);
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("bai-manager: cannot handle SIGTERM: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let code = tokio::select! {
+            _ = term.recv() => ExitCode::SUCCESS,
+            _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
+            reason = running.failed() => {
+                eprintln!("bai-manager: {reason}");
+                ExitCode::FAILURE
+            }
+        };
+        running.shutdown().await;
+        code
+    })
 }
