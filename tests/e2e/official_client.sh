@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# End to end with the official Backend.AI client: installs backend.ai-client 23.9.10 in a venv,
+# starts an all-in-one bai-manager (an embedded agent on Docker), and drives the core session
+# workflow through the unmodified `backend.ai` CLI, asserting on its output.
+#
+# Needs: BAI_TEST_DOCKER_HOST and BAI_TEST_KERNEL_IMAGE (scripts/test sets them), cargo, python3
+# with venv, network access to PyPI on the first run (the venv is kept in $BAI_E2E_VENV).
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+docker_host="${BAI_TEST_DOCKER_HOST:?set by scripts/test}"
+image="${BAI_TEST_KERNEL_IMAGE:?set by scripts/test}"
+venv="${BAI_E2E_VENV:-/var/tmp/bai-e2e-venv}"
+target="${CARGO_TARGET_DIR:-$root/target}"
+
+say() { printf '\n== %s\n' "$*"; }
+fail() {
+    printf '\nFAILED: %s\n' "$*" >&2
+    if [ -f "${work:-/nonexistent}/manager.log" ]; then
+        echo "--- manager log (last 60 lines)" >&2
+        tail -60 "$work/manager.log" >&2
+    fi
+    exit 1
+}
+
+if [ ! -x "$venv/bin/backend.ai" ]; then
+    say "installing backend.ai-client 23.9.10 into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q 'backend.ai-client==23.9.10' 'yarl<1.17.1'
+fi
+
+say "building bai-manager"
+(cd "$root" && cargo build -q -p bai-manager)
+manager="$target/debug/bai-manager"
+
+work="$(mktemp -d /tmp/bai-e2e.XXXXXX)"
+agent_id="i-e2e-$$"
+manager_pid=""
+cleanup() {
+    if [ -n "$manager_pid" ]; then
+        kill "$manager_pid" 2>/dev/null || true
+        wait "$manager_pid" 2>/dev/null || true
+    fi
+    # The embedded agent leaves its kernels running on shutdown; remove them.
+    docker -H "$docker_host" ps -aq --filter "label=ai.backend.owner=$agent_id" | xargs -r docker -H "$docker_host" rm -f >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+db="sqlite://$work/manager.db?mode=rwc"
+cat >"$work/agent.toml" <<EOF
+[agent]
+id = "$agent_id"
+rpc-listen = "127.0.0.1:0"
+metrics-listen = "127.0.0.1:0"
+heartbeat-interval = 1.0
+[container]
+backend = "docker"
+docker-host = "$docker_host"
+bind-host = "127.0.0.1"
+port-range = [43000, 43099]
+scratch-root = "$work/scratch"
+scratch-type = "hostdir"
+vfolder-root = "$work/vfolders"
+stop-timeout = 2.0
+[resource]
+reserved-cpu = 0
+reserved-mem = "512m"
+EOF
+
+say "creating an admin keypair"
+keys="$("$manager" --db-url "$db" keypair create --admin)"
+access_key="$(sed -n 's/^Access key: //p' <<<"$keys")"
+secret_key="$(sed -n 's/^Secret key: //p' <<<"$keys")"
+[ -n "$access_key" ] && [ -n "$secret_key" ] || fail "keypair create printed no keys: $keys"
+
+say "starting an all-in-one manager on 127.0.0.1:$port"
+BAI_LOG=info "$manager" --db-url "$db" start-server --all-in-one --api-listen "127.0.0.1:$port" \
+    --agent-config "$work/agent.toml" >"$work/manager.log" 2>&1 &
+manager_pid=$!
+for _ in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:$port/" >/dev/null 2>&1 && break
+    kill -0 "$manager_pid" 2>/dev/null || fail "the manager exited"
+    sleep 0.2
+done
+curl -fsS "http://127.0.0.1:$port/" >/dev/null || fail "the manager did not answer"
+
+cd "$work" # no .env here: the client reads one from the working directory upward
+export BACKEND_ENDPOINT="http://127.0.0.1:$port" BACKEND_ACCESS_KEY="$access_key" BACKEND_SECRET_KEY="$secret_key"
+export BACKEND_ENDPOINT_TYPE=api
+cli() { "$venv/bin/backend.ai" "$@"; }
+
+say "backend.ai session create"
+out="$(cli session create --name e2e-sess -r cpu=1 -r mem=512m "$image" 2>&1)" || fail "session create: $out"
+echo "$out"
+session_id="$(grep -oE '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}' <<<"$out" | head -1)"
+[ -n "$session_id" ] || fail "no session id in: $out"
+
+say "backend.ai run -c 'print(1+1)'"
+out="$(cli run --rm -r cpu=1 -r mem=512m -c 'print(1+1)' "$image" 2>/dev/null)" || fail "run: $out"
+echo "$out"
+grep -qx '2' <<<"$out" || fail "run did not print 2: $out"
+
+say "backend.ai ps"
+out="$(cli --output json ps 2>&1)" || fail "ps: $out"
+echo "$out"
+grep -q 'e2e-sess' <<<"$out" || fail "ps does not list e2e-sess: $out"
+
+say "backend.ai session info"
+out="$(cli session info "$session_id" 2>&1)" || fail "session info: $out"
+echo "$out"
+grep -q 'e2e-sess' <<<"$out" || fail "session info does not show e2e-sess: $out"
+grep -qi 'running' <<<"$out" || fail "session info does not show RUNNING: $out"
+
+say "backend.ai session rm"
+out="$(cli session rm e2e-sess 2>&1)" || fail "session rm: $out"
+echo "$out"
+for _ in $(seq 1 50); do
+    if ! docker -H "$docker_host" ps -q --filter "label=ai.backend.owner=$agent_id" | grep -q .; then
+        break
+    fi
+    sleep 0.2
+done
+docker -H "$docker_host" ps -q --filter "label=ai.backend.owner=$agent_id" | grep -q . && fail "kernels still running after rm"
+
+say "official client end-to-end: all passed"
