@@ -18,6 +18,8 @@ use chrono::Utc;
 use sea_orm::{DatabaseConnection, Set};
 use serde_json::json;
 
+mod common;
+
 const FIXTURE: &str = include_str!("../fixtures/example-users.json");
 const GROUP: &str = "2de2b969-1d04-48a6-af16-0bc8adb3c831";
 const ADMIN: &str = "f38dea23-50fa-42a0-b5ae-338f5f4693f4";
@@ -90,16 +92,29 @@ async fn status(db: &DatabaseConnection, id: SessionId) -> SessionStatus {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sessions_are_scheduled_started_and_destroyed_on_a_real_agent() {
+async fn sessions_are_scheduled_started_and_destroyed_on_sqlite() {
+    common::backends::on_sqlite(session_flow).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_scheduled_started_and_destroyed_on_postgres() {
+    common::backends::on_postgres(session_flow).await;
+}
+
+/// A session that fits runs on a real agent and is destroyed; one that does not waits with the
+/// scheduler's explanation; the agent's shutdown is recorded.
+async fn session_flow(db: DatabaseConnection) {
     let dir = tempfile::tempdir().unwrap();
-    let db = database(dir.path()).await;
+    let fixture: serde_json::Value = serde_json::from_str(FIXTURE).unwrap();
+    repo::populate_fixture(&db, &fixture).await.expect("fixture");
     let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::default());
     let clients = Arc::new(AgentClients::new("core-token", None).unwrap());
     let manager = Manager::new("test-manager", db.clone(), bus.clone(), clients, Duration::from_secs(40));
     let loops = manager.spawn(Duration::from_millis(200));
-    let agent = bai_agent::daemon::start(agent_config(dir.path(), "i-core"), Some(bus.clone())).await.expect("agent");
+    let agent_name = format!("i-core-{}", common::backends::unique("").replace('_', "-"));
+    let agent = bai_agent::daemon::start(agent_config(dir.path(), &agent_name), Some(bus.clone())).await.expect("agent");
 
-    let agent_id = AgentId::new("i-core").unwrap();
+    let agent_id = AgentId::new(&agent_name).unwrap();
     let registered = wait_for("the agent to register", || async {
         repo::get_agent(&db, &agent_id).await.unwrap().filter(|a| a.status.0 == AgentStatus::Alive)
     })
@@ -113,7 +128,7 @@ async fn sessions_are_scheduled_started_and_destroyed_on_a_real_agent() {
     manager.schedule_soon();
     wait_for("RUNNING", || async { (status(&db, id).await == SessionStatus::Running).then_some(()) }).await;
     let k = repo::get_kernel(&db, KernelId::from_uuid(kernels[0].id)).await.unwrap().unwrap();
-    assert_eq!(k.agent.as_deref(), Some("i-core"));
+    assert_eq!(k.agent.as_deref(), Some(agent_name.as_str()));
     assert!(k.container_id.is_some());
     let history = repo::get_session(&db, id).await.unwrap().unwrap().status_history;
     for step in ["PENDING", "SCHEDULED", "PREPARING", "RUNNING"] {

@@ -2,7 +2,9 @@
 //! an embedded agent on the process backend) and a client that signs requests as the
 //! official client does.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports, unused_macros)]
+
+pub mod backends;
 
 use std::net::SocketAddr;
 
