@@ -219,10 +219,41 @@ pub async fn schedule_pass<C: ConnectionTrait + TransactionTrait>(
         txn.execute_unprepared("SELECT pg_advisory_xact_lock(7305257)").await?;
     }
     let snapshot = build_snapshot(&txn).await?;
-    let plan = bai_scheduler::plan(&snapshot, config, now);
+    let mut config = config.clone();
+    for sg in repo::list_scaling_groups(&txn, Some(true)).await? {
+        config.groups.insert(sg.name.clone(), group_config(&sg));
+    }
+    let plan = bai_scheduler::plan(&snapshot, &config, now);
     let report = persist(&txn, &plan, now).await?;
     txn.commit().await?;
     Ok(report)
+}
+
+/// A scaling group's scheduler settings: `scheduler` (fifo, lifo, drf) and `scheduler_opts`
+/// (`config` for the queue policy, `agent_selection_strategy`, `pending_timeout` in seconds,
+/// `allowed_session_types`) as the original stores them. A bad value is logged and the
+/// defaults are used, so one misconfigured group never stops scheduling elsewhere.
+pub fn group_config(sg: &crate::db::entities::scaling_group::Model) -> bai_scheduler::GroupConfig {
+    let opts = &sg.scheduler_opts;
+    let selector = opts.get("agent_selection_strategy").and_then(|v| v.as_str()).unwrap_or("dispersed");
+    let queue_opts = opts.get("config").cloned().unwrap_or_else(|| json!({}));
+    let mut group = match bai_scheduler::GroupConfig::from_names(&sg.scheduler, &queue_opts, selector) {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::warn!(scaling_group = %sg.name, error = %e, "bad scheduler settings; using the defaults");
+            bai_scheduler::GroupConfig::default()
+        }
+    };
+    if let Some(secs) = opts.get("pending_timeout").and_then(|v| v.as_f64()).filter(|s| s.is_finite() && *s > 0.0) {
+        group.pending_timeout = chrono::TimeDelta::try_milliseconds((secs * 1000.0) as i64);
+    }
+    if let Some(types) = opts.get("allowed_session_types").and_then(|v| v.as_array()) {
+        let parsed: Vec<bai_core::SessionType> = types.iter().filter_map(|t| t.as_str()?.parse().ok()).collect();
+        if !parsed.is_empty() {
+            group.allowed_session_types = Some(parsed);
+        }
+    }
+    group
 }
 
 /// One creation request per agent for a SCHEDULED session.

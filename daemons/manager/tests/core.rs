@@ -199,3 +199,42 @@ async fn silent_agents_become_lost_and_return_with_a_heartbeat() {
     assert!(err.contains("resource_slots.cpu"), "{err}");
     assert_eq!(repo::get_agent(&db, &id).await.unwrap().unwrap().available_slots.0.get("cpu"), rust_decimal::Decimal::from(4));
 }
+
+#[tokio::test]
+async fn scaling_group_settings_drive_the_pass_and_old_sessions_time_out() {
+    use bai_manager::db::entities::scaling_group;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(dir.path()).await;
+    scaling_group::Entity::update_many()
+        .set(scaling_group::ActiveModel {
+            scheduler: Set("lifo".into()),
+            scheduler_opts: Set(json!({"pending_timeout": 60, "agent_selection_strategy": "concentrated"})),
+            ..Default::default()
+        })
+        .filter(scaling_group::Column::Name.eq("default"))
+        .exec(&db)
+        .await
+        .unwrap();
+    let sg = repo::get_scaling_group(&db, "default").await.unwrap().unwrap();
+    let group = bai_manager::scheduler::group_config(&sg);
+    assert_eq!(group.pending_timeout, Some(chrono::TimeDelta::seconds(60)));
+    assert_eq!((group.queue.name(), group.selector.name()), ("lifo", "concentrated"));
+    let (mut old, k) = new_session("old-one", "1");
+    old.created_at = Set(Utc::now() - chrono::Duration::seconds(120));
+    let (old, _) = repo::insert_session_with_kernels(&db, old, k).await.unwrap();
+    let (fresh, k) = new_session("fresh-one", "1");
+    let (fresh, _) = repo::insert_session_with_kernels(&db, fresh, k).await.unwrap();
+    // No agents: nothing is placed, the old session is cancelled, the fresh one waits.
+    let report = bai_manager::scheduler::schedule_pass(&db, &bai_scheduler::Config::default(), Utc::now()).await.unwrap();
+    assert_eq!(report.cancelled, vec![SessionId::from_uuid(old.id)]);
+    assert!(report.scheduled.is_empty());
+    let old = repo::get_session(&db, SessionId::from_uuid(old.id)).await.unwrap().unwrap();
+    assert_eq!((old.status.0, old.status_info.as_deref()), (SessionStatus::Cancelled, Some("pending-timeout")));
+    assert_eq!(status(&db, SessionId::from_uuid(fresh.id)).await, SessionStatus::Pending);
+    // A bad policy falls back to the default one instead of stopping the scheduler.
+    let mut broken = sg.clone();
+    broken.scheduler = "no-such-policy".into();
+    let fallback = bai_manager::scheduler::group_config(&broken);
+    assert_eq!((fallback.queue.name(), fallback.selector.name()), ("fifo", "dispersed"));
+}
