@@ -1,0 +1,259 @@
+//! The scheduler loop at fleet scale: 40 fake agents (gRPC servers that answer `create_kernels`
+//! and `destroy_kernel` by emitting the events a real agent would) and 160 sessions. Every
+//! session that fits is placed, no agent is ever given more than it has, every placed session
+//! reaches RUNNING through the agents' events, and destroying them gives everything back.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bai_agent_runtime::bus::{Envelope, EventBus, MemoryBus};
+use bai_agent_runtime::rpc::pb::agent_server::{Agent, AgentServer};
+use bai_agent_runtime::rpc::{pb, TokenCheck};
+use bai_core::{Event, KernelId, ResourceSlot, SessionId, SessionStatus};
+use bai_manager::agent_client::AgentClients;
+use bai_manager::db::entities::{kernel, session};
+use bai_manager::db::repo;
+use bai_manager::db::types::JsonOf;
+use bai_manager::manager::Manager;
+use chrono::Utc;
+use sea_orm::Set;
+use serde_json::json;
+use tonic::{Request, Response, Status};
+
+mod common;
+
+/// A fake agent: no containers, only the protocol and the events.
+struct FakeAgent {
+    id: String,
+    bus: Arc<dyn EventBus>,
+}
+
+#[tonic::async_trait]
+impl Agent for FakeAgent {
+    async fn create_kernels(&self, request: Request<pb::CreateKernelsRequest>) -> Result<Response<pb::CreateKernelsReply>, Status> {
+        let r = request.into_inner();
+        let session_id: SessionId = r.session_id.parse().map_err(|_| Status::invalid_argument("session_id"))?;
+        let mut kernels = Vec::new();
+        for k in &r.kernels {
+            let kernel_id: KernelId = k.kernel_id.parse().map_err(|_| Status::invalid_argument("kernel_id"))?;
+            for event in [
+                Event::KernelCreating { kernel_id, session_id, reason: String::new(), creation_info: json!({}) },
+                Event::KernelStarted {
+                    kernel_id,
+                    session_id,
+                    reason: String::new(),
+                    creation_info: json!({"container_id": format!("fake-{kernel_id}"), "resource_spec": {"slots": k.resource_slots}}),
+                },
+            ] {
+                self.bus.produce(&Envelope::new(self.id.clone(), event)).await.map_err(|e| Status::internal(e.to_string()))?;
+            }
+            kernels.push(pb::KernelCreated { kernel_id: k.kernel_id.clone(), container_id: format!("fake-{kernel_id}"), ..Default::default() });
+        }
+        Ok(Response::new(pb::CreateKernelsReply { kernels }))
+    }
+
+    async fn destroy_kernel(&self, request: Request<pb::DestroyKernelRequest>) -> Result<Response<pb::DestroyKernelReply>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(pb::DestroyKernelReply { exit_code: 0, reason: r.reason }))
+    }
+
+    type ExecuteStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::ExecuteEvent, Status>> + Send>>;
+
+    async fn execute(&self, _: Request<pb::ExecuteRequest>) -> Result<Response<Self::ExecuteStream>, Status> {
+        Err(Status::unimplemented("a fake agent runs no code"))
+    }
+
+    async fn ping(&self, _: Request<pb::PingRequest>) -> Result<Response<pb::PingReply>, Status> {
+        Err(Status::unimplemented("ping"))
+    }
+
+    async fn get_status(&self, _: Request<pb::GetStatusRequest>) -> Result<Response<pb::AgentStatus>, Status> {
+        Err(Status::unimplemented("get_status"))
+    }
+
+    async fn gather_hwinfo(&self, _: Request<pb::GatherHwinfoRequest>) -> Result<Response<pb::JsonReply>, Status> {
+        Err(Status::unimplemented("gather_hwinfo"))
+    }
+
+    async fn restart_kernel(&self, _: Request<pb::RestartKernelRequest>) -> Result<Response<pb::KernelCreated>, Status> {
+        Err(Status::unimplemented("restart_kernel"))
+    }
+
+    async fn interrupt_kernel(&self, _: Request<pb::KernelRequest>) -> Result<Response<pb::Empty>, Status> {
+        Err(Status::unimplemented("interrupt_kernel"))
+    }
+
+    async fn upload_file(&self, _: Request<pb::UploadFileRequest>) -> Result<Response<pb::Empty>, Status> {
+        Err(Status::unimplemented("upload_file"))
+    }
+
+    async fn download_file(&self, _: Request<pb::DownloadFileRequest>) -> Result<Response<pb::DownloadFileReply>, Status> {
+        Err(Status::unimplemented("download_file"))
+    }
+
+    async fn list_files(&self, _: Request<pb::ListFilesRequest>) -> Result<Response<pb::ListFilesReply>, Status> {
+        Err(Status::unimplemented("list_files"))
+    }
+
+    async fn get_logs(&self, _: Request<pb::KernelRequest>) -> Result<Response<pb::GetLogsReply>, Status> {
+        Err(Status::unimplemented("get_logs"))
+    }
+
+    async fn get_container_stats(&self, _: Request<pb::GetContainerStatsRequest>) -> Result<Response<pb::JsonReply>, Status> {
+        Err(Status::unimplemented("get_container_stats"))
+    }
+
+    async fn sync_kernels(&self, _: Request<pb::SyncKernelsRequest>) -> Result<Response<pb::SyncKernelsReply>, Status> {
+        Err(Status::unimplemented("sync_kernels"))
+    }
+
+    async fn check_and_pull(&self, _: Request<pb::CheckAndPullRequest>) -> Result<Response<pb::CheckAndPullReply>, Status> {
+        Err(Status::unimplemented("check_and_pull"))
+    }
+
+    async fn purge_images(&self, _: Request<pb::PurgeImagesRequest>) -> Result<Response<pb::PurgeImagesReply>, Status> {
+        Err(Status::unimplemented("purge_images"))
+    }
+
+    async fn shutdown_service(&self, _: Request<pb::ShutdownServiceRequest>) -> Result<Response<pb::Empty>, Status> {
+        Err(Status::unimplemented("shutdown_service"))
+    }
+}
+
+async fn serve_fake(id: String, bus: Arc<dyn EventBus>, token: &str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = tonic::service::interceptor::InterceptedService::new(AgentServer::new(FakeAgent { id, bus }), TokenCheck::new(token).unwrap());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    addr.to_string()
+}
+
+fn session_row(name: &str, cpu: u32) -> (session::ActiveModel, Vec<kernel::ActiveModel>) {
+    let slots: ResourceSlot = serde_json::from_value(json!({"cpu": cpu.to_string(), "mem": "1073741824"})).unwrap();
+    let s = session::ActiveModel {
+        name: Set(name.into()),
+        domain_name: Set("default".into()),
+        group_id: Set("2de2b969-1d04-48a6-af16-0bc8adb3c831".parse().unwrap()),
+        user_uuid: Set("dfa9da54-4b28-432f-be29-c0d680c7a412".parse().unwrap()),
+        access_key: Set(Some("AKIANABBDUSEREXAMPLE".into())),
+        scaling_group_name: Set(Some("default".into())),
+        images: Set(JsonOf(vec!["fake".into()])),
+        created_at: Set(Utc::now()),
+        ..Default::default()
+    };
+    let k = kernel::ActiveModel {
+        cluster_role: Set("main".into()),
+        cluster_idx: Set(1),
+        image: Set(Some("fake".into())),
+        architecture: Set(std::env::consts::ARCH.into()),
+        requested_slots: Set(JsonOf(slots)),
+        ..Default::default()
+    };
+    (s, vec![k])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_of_agents_takes_every_session_that_fits_and_no_more() {
+    const AGENTS: usize = 40;
+    const SESSIONS: usize = 160;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("fleet.db").display());
+    let db = bai_manager::db::connect(&url).await.unwrap();
+    bai_manager::db::migrate(&db).await.unwrap();
+    repo::populate_fixture(&db, &serde_json::from_str(common::FIXTURE).unwrap()).await.unwrap();
+    // The user's policy allows many concurrent sessions.
+    {
+        use bai_manager::db::entities::keypair_resource_policy as p;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        p::Entity::update_many()
+            .set(p::ActiveModel { max_concurrent_sessions: Set(0), ..Default::default() })
+            .filter(p::Column::Name.eq("default"))
+            .exec(&db)
+            .await
+            .unwrap();
+    }
+    let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new(65536));
+    let token = "fleet-token";
+    let manager = Manager::new("fleet", db.clone(), bus.clone(), Arc::new(AgentClients::new(token, None).unwrap()), Duration::from_secs(600));
+    let loops = manager.spawn(Duration::from_millis(300));
+    // Agents of 4 CPUs; sessions of 1 or 2 CPUs: 160 CPUs of capacity, 240 asked for.
+    for i in 0..AGENTS {
+        let id = format!("i-fake-{i:03}");
+        let addr = serve_fake(id.clone(), bus.clone(), token).await;
+        let info = json!({"id": id, "addr": addr, "scaling_group": "default", "architecture": std::env::consts::ARCH,
+                          "resource_slots": {"cpu": ["count", "4"], "mem": ["bytes", "68719476736"]}});
+        bus.produce(&Envelope::new(id, Event::AgentHeartbeat { agent_info: info })).await.unwrap();
+    }
+    let mut ids = Vec::new();
+    for i in 0..SESSIONS {
+        let (s, k) = session_row(&format!("fleet-{i:03}"), if i % 2 == 0 { 1 } else { 2 });
+        ids.push(SessionId::from_uuid(repo::insert_session_with_kernels(&db, s, k).await.unwrap().0.id));
+    }
+    manager.schedule_soon();
+    // Wait until the set of running sessions stops growing.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = (usize::MAX, Instant::now());
+    let running = loop {
+        let mut running = 0;
+        for id in &ids {
+            if repo::get_session(&db, *id).await.unwrap().unwrap().status.0 == SessionStatus::Running {
+                running += 1;
+            }
+        }
+        if running != last.0 {
+            last = (running, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(3) && running > 0 {
+            break running;
+        }
+        assert!(Instant::now() < deadline, "the fleet did not settle; {running} running");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Capacity is 160 CPUs: at least 100 sessions (of 1 and 2 CPUs) fit, and never more CPUs.
+    assert!(running >= 100, "only {running} of {SESSIONS} sessions run");
+    let mut per_agent: BTreeMap<String, u32> = BTreeMap::new();
+    for id in &ids {
+        let (s, kernels) = repo::get_session_with_kernels(&db, *id).await.unwrap().unwrap();
+        if s.status.0 == SessionStatus::Running {
+            for k in kernels {
+                let cpu: u32 = k.requested_slots.0.get("cpu").try_into().unwrap();
+                *per_agent.entry(k.agent.unwrap()).or_default() += cpu;
+            }
+        } else {
+            assert_eq!(s.status.0, SessionStatus::Pending, "{} is {}", s.name, s.status.0);
+        }
+    }
+    for (agent, cpu) in &per_agent {
+        assert!(*cpu <= 4, "{agent} was given {cpu} CPUs of 4");
+    }
+    for a in repo::list_agents(&db, None, None).await.unwrap() {
+        assert!(a.occupied_slots.0.get("cpu") <= a.available_slots.0.get("cpu"), "{} over-committed", a.id);
+    }
+    // Destroying the running ones frees the fleet; the waiting ones are placed in turn.
+    for id in &ids {
+        if repo::get_session(&db, *id).await.unwrap().unwrap().status.0 == SessionStatus::Running {
+            assert_eq!(manager.destroy_session(*id, false, "user-requested").await.unwrap(), SessionStatus::Terminated);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut pending = 0;
+        for id in &ids {
+            if repo::get_session(&db, *id).await.unwrap().unwrap().status.0 == SessionStatus::Pending {
+                pending += 1;
+            }
+        }
+        if pending == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{pending} sessions still wait after the fleet was freed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for l in loops {
+        l.abort();
+    }
+}
