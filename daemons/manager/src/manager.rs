@@ -14,7 +14,7 @@ use bai_agent_runtime::rpc::pb;
 use bai_core::{Event, KernelId, KernelStatus, SessionId, SessionStatus};
 use chrono::Utc;
 use futures::StreamExt;
-use sea_orm::DatabaseConnection;
+use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -176,13 +176,33 @@ impl Manager {
         if status.is_terminal() {
             return Ok(status);
         }
-        if matches!(status, SessionStatus::Pending) {
-            for k in &kernels {
-                repo::force_kernel_status(&self.db, KernelId::from_uuid(k.id), KernelStatus::Cancelled, Some(reason), None).await?;
+        let (status, kernels) = if matches!(status, SessionStatus::Pending) {
+            // Cancel only if it is still PENDING, serialised with scheduling passes (the same
+            // advisory lock on PostgreSQL; SQLite has one writer), so a session being placed
+            // right now is destroyed the normal way instead.
+            let txn = self.db.begin().await?;
+            if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+                txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({})", scheduler::SCHEDULING_LOCK)).await?;
             }
-            repo::force_session_status(&self.db, session_id, SessionStatus::Cancelled, Some(reason), None).await?;
-            self.announce(session_id, SessionStatus::Cancelled).await;
-            return Ok(SessionStatus::Cancelled);
+            let current = repo::get_session(&txn, session_id).await?.map(|s| s.status.0).unwrap_or(status);
+            if current == SessionStatus::Pending {
+                for k in &kernels {
+                    repo::force_kernel_status(&txn, KernelId::from_uuid(k.id), KernelStatus::Cancelled, Some(reason), None).await?;
+                }
+                repo::force_session_status(&txn, session_id, SessionStatus::Cancelled, Some(reason), None).await?;
+                txn.commit().await?;
+                self.announce(session_id, SessionStatus::Cancelled).await;
+                return Ok(SessionStatus::Cancelled);
+            }
+            txn.rollback().await?;
+            let (s, kernels) =
+                repo::get_session_with_kernels(&self.db, session_id).await?.ok_or_else(|| DbError::not_found("session", session_id))?;
+            (s.status.0, kernels)
+        } else {
+            (status, kernels)
+        };
+        if status.is_terminal() {
+            return Ok(status);
         }
         if status != SessionStatus::Terminating {
             repo::force_session_status(&self.db, session_id, SessionStatus::Terminating, Some(reason), None).await?;

@@ -25,6 +25,10 @@ use crate::db::repo;
 use crate::db::types::{JsonOf, Wire};
 use crate::db::DbError;
 
+/// The PostgreSQL advisory lock a scheduling pass holds; anything that must not interleave with
+/// a pass (cancelling a PENDING session) takes it too.
+pub const SCHEDULING_LOCK: i64 = 7_305_257;
+
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PassReport {
@@ -216,7 +220,7 @@ pub async fn schedule_pass<C: ConnectionTrait + TransactionTrait>(
 ) -> Result<PassReport, DbError> {
     let txn = db.begin().await?;
     if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
-        txn.execute_unprepared("SELECT pg_advisory_xact_lock(7305257)").await?;
+        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({SCHEDULING_LOCK})")).await?;
     }
     let snapshot = build_snapshot(&txn).await?;
     let mut config = config.clone();
@@ -309,10 +313,19 @@ pub async fn creation_requests(
 /// other kernels on the agents and releases its resources.
 pub async fn dispatch(db: &sea_orm::DatabaseConnection, clients: &AgentClients, session_id: SessionId) -> Result<(), DbError> {
     let requests = creation_requests(db, session_id).await?;
-    for k in repo::list_kernels_of_session(db, session_id).await? {
-        repo::set_kernel_status(db, KernelId::from_uuid(k.id), KernelStatus::Preparing, None, None).await?;
+    let preparing = async {
+        for k in repo::list_kernels_of_session(db, session_id).await? {
+            repo::set_kernel_status(db, KernelId::from_uuid(k.id), KernelStatus::Preparing, None, None).await?;
+        }
+        repo::set_session_status(db, session_id, SessionStatus::Preparing, None, None).await
+    };
+    if let Err(e) = preparing.await {
+        // Destroyed meanwhile: give its slots back.
+        for (agent, _) in requests.keys() {
+            recompute_agent_occupancy(db, agent).await?;
+        }
+        return Err(e);
     }
-    repo::set_session_status(db, session_id, SessionStatus::Preparing, None, None).await?;
     let mut failure = None;
     for ((agent, addr), request) in &requests {
         let result = match clients.client(addr) {

@@ -118,8 +118,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 ///
 /// Accepts `postgres://…` (or `postgresql://…`), `sqlite://path?mode=rwc` (or any other URL
 /// that sqlx's SQLite driver takes) and `sqlite::memory:`. SQLite connections get foreign keys
-/// on, a 10-second busy timeout and, for files, WAL journaling. An in-memory database lives
-/// on a single connection that is never recycled, since each connection would see its own.
+/// on, a 10-second busy timeout and, for files, WAL journaling, on a single connection (see
+/// below). An in-memory database's connection is never recycled, since each connection would
+/// see its own.
 pub async fn connect(url: &str) -> Result<DatabaseConnection> {
     let url = url.trim();
     if url.starts_with("sqlite:") {
@@ -157,7 +158,11 @@ async fn connect_sqlite(url: &str) -> Result<DatabaseConnection> {
         options = options
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal);
-        pool = pool.max_connections(4);
+        // One connection: SQLite has one writer anyway, and a transaction that reads and then
+        // writes would otherwise fail with SQLITE_BUSY_SNAPSHOT when another connection wrote
+        // in between (no busy timeout helps there). Code must not use the pool while it holds
+        // a transaction on it.
+        pool = pool.max_connections(1);
     }
     let pool = pool
         .connect_with(options)
