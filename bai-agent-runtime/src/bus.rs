@@ -156,7 +156,8 @@ impl std::fmt::Debug for RedisBus {
     }
 }
 
-fn redact(url: &str) -> String {
+/// A URL with its credentials hidden, for messages and logs (`redis://***@host:6379/4`).
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
         _ => url.to_string(),

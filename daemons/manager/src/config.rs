@@ -186,13 +186,7 @@ impl ManagerConfig {
     }
 }
 
-/// A URL with its password hidden, for messages and logs.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
-        _ => url.to_string(),
-    }
-}
+pub use bai_agent_runtime::bus::redact;
 
 #[cfg(test)]
 mod tests {
