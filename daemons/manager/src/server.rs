@@ -114,8 +114,11 @@ pub fn app(state: ApiState) -> Router {
                 .merge(crate::api::session::routes())
                 .merge(crate::api::events::routes())
                 .merge(crate::api::stream::routes())
-                .merge(crate::api::gql::routes()),
+                .merge(crate::api::gql::routes())
+                .merge(crate::api::resource::routes())
+                .merge(crate::api::vfolder::routes()),
         )
+        .public(crate::api::vfolder::public_routes())
         .build(state)
 }
 

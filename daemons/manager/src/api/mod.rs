@@ -44,9 +44,11 @@ pub mod extract;
 pub mod gql;
 pub mod keypairs;
 pub mod ratelimit;
+pub mod resource;
 pub mod session;
 pub mod stream;
 pub mod version;
+pub mod vfolder;
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
