@@ -299,6 +299,31 @@ pub struct Cli {
     /// The host port range for service ports, `FIRST-LAST` ([container] port-range).
     #[arg(long, env = "BAI_AGENT_PORT_RANGE")]
     pub port_range: Option<String>,
+    /// Run something else than the agent.
+    #[command(subcommand)]
+    pub command: Option<SubCommand>,
+}
+
+/// `bai-agent <subcommand>`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum SubCommand {
+    /// Supervise the agent: run it, restart it after a crash, and let the manager or an
+    /// operator start, stop and restart it over HTTP (default port 6009).
+    Watcher(WatcherArgs),
+}
+
+/// `bai-agent watcher`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WatcherArgs {
+    /// Where the watcher's API listens.
+    #[arg(long, env = "BAI_WATCHER_LISTEN", default_value = "0.0.0.0:6009")]
+    pub listen: SocketAddr,
+    /// The token the watcher's API requires (`authorization: Bearer <token>`).
+    #[arg(long, env = "BAI_WATCHER_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// The agent's arguments, after `--` (default: the same `--config` as the watcher's).
+    #[arg(last = true)]
+    pub agent_args: Vec<String>,
 }
 
 /// The documented sample configuration (`configs/agent.sample.toml`).

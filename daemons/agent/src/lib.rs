@@ -7,6 +7,7 @@
 //! - [`rpc`]: the gRPC service (default port 6011) in front of it, behind the shared-token
 //!   check.
 //! - [`metrics`]: the Prometheus metrics and their endpoint (default port 6003).
+//! - [`watcher`]: `bai-agent watcher`, the supervisor that restarts a crashed agent (port 6009).
 //! - [`daemon`]: composition — [`daemon::start`] builds everything from a configuration and
 //!   returns a handle whose `shutdown` leaves the kernels running.
 //!
@@ -19,6 +20,7 @@ pub mod daemon;
 pub mod error;
 pub mod metrics;
 pub mod rpc;
+pub mod watcher;
 
 pub use bai_agent_runtime;
 pub use bai_core;

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use bai_agent::config::{AgentConfig, Cli, SAMPLE};
+use bai_agent::config::{AgentConfig, Cli, SubCommand, SAMPLE};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -17,6 +17,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Some(SubCommand::Watcher(args)) = &cli.command {
+        return watch(&cli, args);
+    }
     let config = match AgentConfig::from_cli(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -71,5 +74,50 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         code
+    })
+}
+
+fn watch(cli: &Cli, args: &bai_agent::config::WatcherArgs) -> ExitCode {
+    let program = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("bai-agent watcher: cannot find this executable: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut agent_args = args.agent_args.clone();
+    if agent_args.is_empty() {
+        if let Some(config) = &cli.config {
+            agent_args = vec!["--config".into(), config.display().to_string()];
+        }
+    }
+    let config = bai_agent::watcher::WatcherConfig::new(program, agent_args, args.token.clone());
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bai-agent watcher: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("bai-agent watcher: cannot listen on {}: {e}", args.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        let shutdown = async {
+            if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
+            }
+        };
+        match bai_agent::watcher::run(config, listener, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bai-agent watcher: {e}");
+                ExitCode::FAILURE
+            }
+        }
     })
 }

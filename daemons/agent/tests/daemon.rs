@@ -812,3 +812,86 @@ async fn the_process_backend_and_memory_bus_run_kernels_without_docker() {
     assert!(client.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner().kernels.is_empty());
     running.shutdown().await.unwrap();
 }
+
+async fn watcher_call(addr: std::net::SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("watcher connect");
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: w\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_restarts_a_crashed_agent_which_recovers_its_kernels() {
+    let Some(s) = services() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&s, "watcher", dir.path(), 42160);
+    let _cleanup = cleanup(&s, &config);
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    config.agent.rpc_listen = free();
+    config.agent.metrics_listen = free();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    let token = config.rpc.token.clone().unwrap();
+    let addr = config.agent.rpc_listen.to_string();
+    let watcher_addr = free();
+    let mut watcher = std::process::Command::new(env!("CARGO_BIN_EXE_bai-agent"))
+        .arg("--config")
+        .arg(&path)
+        .args(["watcher", "--listen", &watcher_addr.to_string(), "--token", "watch-token"])
+        .env("BAI_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn the watcher");
+    let mut client = connect(&addr, &token).await;
+    let (session, kernel) = new_ids();
+    client.create_kernels(kernel_request(&session, &kernel, &s.image)).await.unwrap();
+
+    let (code, _) = watcher_call(watcher_addr, "GET", "/status", None).await;
+    assert_eq!(code, 401);
+    let (code, _) = watcher_call(watcher_addr, "GET", "/status", Some("wrong")).await;
+    assert_eq!(code, 401);
+    let (code, status) = watcher_call(watcher_addr, "GET", "/status", Some("watch-token")).await;
+    assert_eq!((code, status["state"].as_str()), (200, Some("running")), "{status}");
+    let first_pid = status["pid"].as_u64().unwrap();
+
+    // Crash: the watcher restarts the agent, which takes its kernel back.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first_pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let restarted = loop {
+        let (_, status) = watcher_call(watcher_addr, "GET", "/status", Some("watch-token")).await;
+        if status["restarts"] == 1 && status["state"] == "running" {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no restart: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(restarted["last_exit"], "signal 9");
+    assert_ne!(restarted["pid"].as_u64().unwrap(), first_pid);
+    let mut client = connect(&addr, &token).await;
+    let after = client.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(after.kernels.len(), 1, "the kernel was recovered");
+    assert_eq!(after.kernels[0].kernel_id, kernel);
+
+    // Stop is final until start.
+    let (_, stopped) = watcher_call(watcher_addr, "POST", "/stop", Some("watch-token")).await;
+    assert_eq!(stopped["state"], "stopped", "{stopped}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(watcher_call(watcher_addr, "GET", "/status", Some("watch-token")).await.1["state"], "stopped");
+    let (_, started) = watcher_call(watcher_addr, "POST", "/start", Some("watch-token")).await;
+    assert_eq!(started["state"], "running", "{started}");
+    let mut client = connect(&addr, &token).await;
+    client
+        .destroy_kernel(pb::DestroyKernelRequest { kernel_id: kernel, session_id: session, ..Default::default() })
+        .await
+        .unwrap();
+    let (_, stopped) = watcher_call(watcher_addr, "POST", "/stop", Some("watch-token")).await;
+    assert_eq!(stopped["state"], "stopped");
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+}
