@@ -38,6 +38,8 @@ pub struct ManagerConfig {
     pub etcd: EtcdSection,
     /// How the manager calls agents.
     pub agent_rpc: AgentRpcSection,
+    /// Virtual-folder storage.
+    pub storage: StorageSection,
 }
 
 /// `[manager]`.
@@ -48,6 +50,8 @@ pub struct ManagerSection {
     pub id: String,
     /// Where the client API listens.
     pub api_listen: SocketAddr,
+    /// Where Prometheus metrics (`/metrics`, `/metrics/service_discovery`) are served.
+    pub metrics_listen: SocketAddr,
     /// Seconds without a heartbeat before an agent is LOST.
     pub heartbeat_timeout: f64,
     /// Seconds between scheduler passes (a `do_schedule` event runs one at once).
@@ -59,6 +63,7 @@ impl Default for ManagerSection {
         Self {
             id: "manager-1".into(),
             api_listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            metrics_listen: SocketAddr::from(([0, 0, 0, 0], 18080)),
             heartbeat_timeout: 40.0,
             schedule_interval: 2.0,
         }
@@ -133,6 +138,32 @@ pub struct AgentRpcSection {
     pub tls_key: Option<PathBuf>,
 }
 
+/// `[storage]`: the local storage host that holds virtual folders.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct StorageSection {
+    /// The directory holding one directory per folder.
+    pub root: PathBuf,
+    /// The name of the storage host, `proxy:volume`.
+    pub default_host: String,
+    /// The secret that signs upload and download tokens; unset means a random one per start
+    /// (tokens then die with the process; set it when several managers serve one cluster).
+    pub token_secret: Option<String>,
+    /// Seconds an upload or download token stays valid.
+    pub token_lifetime: f64,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        Self {
+            root: PathBuf::from("/var/lib/bai/vfolders"),
+            default_host: "local:volume1".into(),
+            token_secret: None,
+            token_lifetime: 86_400.0,
+        }
+    }
+}
+
 /// The documented sample configuration.
 pub const SAMPLE: &str = include_str!("../configs/manager.sample.toml");
 
@@ -153,6 +184,7 @@ impl ManagerConfig {
         for (field, v) in [
             ("manager.heartbeat-timeout", self.manager.heartbeat_timeout),
             ("manager.schedule-interval", self.manager.schedule_interval),
+            ("storage.token-lifetime", self.storage.token_lifetime),
         ] {
             if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
                 return Err(invalid(field, format!("{v} is not a number of seconds in (0, 86400]")));
@@ -160,6 +192,9 @@ impl ManagerConfig {
         }
         if !(self.db.url.starts_with("postgres://") || self.db.url.starts_with("postgresql://") || self.db.url.starts_with("sqlite:")) {
             return Err(invalid("db.url", format!("{:?} is neither postgres://… nor sqlite:…", redact(&self.db.url))));
+        }
+        if !self.storage.default_host.contains(':') {
+            return Err(invalid("storage.default-host", format!("{:?} is not of the form proxy:volume", self.storage.default_host)));
         }
         if self.agent_rpc.tls_cert.is_some() != self.agent_rpc.tls_key.is_some() {
             return Err(invalid("agent-rpc.tls-cert", "tls-cert and tls-key go together"));
@@ -197,6 +232,7 @@ mod tests {
         let c = ManagerConfig::from_toml(SAMPLE).unwrap();
         c.validate().unwrap();
         assert_eq!(c.manager.api_listen.port(), 8081);
+        assert_eq!(c.manager.metrics_listen.port(), 18080);
     }
 
     #[test]

@@ -14,9 +14,11 @@ pub mod config;
 pub mod db;
 pub mod lifecycle;
 pub mod manager;
+pub mod metrics;
 pub mod scheduler;
 pub mod server;
 pub mod sessions;
+pub mod storage;
 
 pub use bai_core;
 pub use bai_scheduler;

@@ -6,8 +6,8 @@
 //! `.await` on the bus or the timer, so aborting a loop task loses at most the event being
 //! handled, which the bus redelivers because it was not acknowledged.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use bai_agent_runtime::bus::{Envelope, EventBus};
 use bai_agent_runtime::rpc::pb;
@@ -22,6 +22,7 @@ use crate::agent_client::AgentClients;
 use crate::db::repo;
 use crate::db::DbError;
 use crate::lifecycle::{self, Registry};
+use crate::metrics::{ErrorInfo, ManagerMetrics};
 use crate::scheduler::{self, PassReport};
 
 /// The consumer group managers read anycast events in.
@@ -36,6 +37,7 @@ pub struct Manager {
     scheduler: bai_scheduler::Config,
     wake_scheduler: Notify,
     id: String,
+    metrics: OnceLock<Arc<ManagerMetrics>>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -62,7 +64,27 @@ impl Manager {
             scheduler: bai_scheduler::Config::default(),
             wake_scheduler: Notify::new(),
             id: id.to_string(),
+            metrics: OnceLock::new(),
         })
+    }
+
+    /// Records events, actions and agent calls in `metrics` from now on (only the first
+    /// call has an effect).
+    pub fn set_metrics(&self, metrics: Arc<ManagerMetrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// The metrics, once [`Manager::set_metrics`] gave them.
+    pub fn metrics(&self) -> Option<&Arc<ManagerMetrics>> {
+        self.metrics.get()
+    }
+
+    /// Records an action (`entity_type`, `operation_type`) that started at `started`.
+    fn observe_action<T>(&self, entity_type: &str, operation_type: &str, started: Instant, result: &Result<T, DbError>) {
+        if let Some(m) = self.metrics() {
+            let error = result.as_ref().err().map(|e| ErrorInfo::from_db(e, operation_type));
+            m.observe_action(entity_type, operation_type, started.elapsed(), error.as_ref());
+        }
     }
 
     /// The database.
@@ -152,13 +174,19 @@ impl Manager {
 
     /// One scheduling pass and the dispatch of what it placed.
     pub async fn schedule_once(&self) -> Result<PassReport, DbError> {
-        let report = scheduler::schedule_pass(&self.db, &self.scheduler, Utc::now()).await?;
+        let started = Instant::now();
+        let report = scheduler::schedule_pass(&self.db, &self.scheduler, Utc::now()).await;
+        self.observe_action("session", "schedule", started, &report);
+        let report = report?;
         for session_id in &report.cancelled {
             self.announce(*session_id, SessionStatus::Cancelled).await;
         }
         for session_id in &report.scheduled {
             self.announce(*session_id, SessionStatus::Scheduled).await;
-            if let Err(e) = scheduler::dispatch(&self.db, &self.clients, *session_id).await {
+            let started = Instant::now();
+            let dispatched = scheduler::dispatch_observed(&self.db, &self.clients, *session_id, self.metrics().map(|m| m.as_ref())).await;
+            self.observe_action("session", "dispatch", started, &dispatched);
+            if let Err(e) = dispatched {
                 tracing::warn!(session = %session_id, error = %e, "dispatch failed");
             }
         }
@@ -170,6 +198,13 @@ impl Manager {
     /// `kernel_terminated` events finish the job. `forced` also terminates kernels whose agent
     /// cannot be reached.
     pub async fn destroy_session(&self, session_id: SessionId, forced: bool, reason: &str) -> Result<SessionStatus, DbError> {
+        let started = Instant::now();
+        let result = self.destroy_session_inner(session_id, forced, reason).await;
+        self.observe_action("session", "destroy", started, &result);
+        result
+    }
+
+    async fn destroy_session_inner(&self, session_id: SessionId, forced: bool, reason: &str) -> Result<SessionStatus, DbError> {
         let (s, kernels) =
             repo::get_session_with_kernels(&self.db, session_id).await?.ok_or_else(|| DbError::not_found("session", session_id))?;
         let status = s.status.0;
@@ -217,8 +252,9 @@ impl Manager {
                 repo::force_kernel_status(&self.db, kernel_id, KernelStatus::Cancelled, Some(reason), None).await?;
                 continue;
             };
+            let layer_op = self.metrics().map(|m| m.layer_operation("client", "agent_client", "destroy_kernel"));
             let call = async {
-                let mut client = self.clients.client(addr).map_err(|e| e.to_string())?;
+                let mut client = self.clients.client(addr).map_err(|e| ("invalid_address".to_string(), e.to_string()))?;
                 client
                     .destroy_kernel(pb::DestroyKernelRequest {
                         kernel_id: kernel_id.to_string(),
@@ -227,9 +263,14 @@ impl Manager {
                         suppress_events: false,
                     })
                     .await
-                    .map_err(|s| format!("{}: {}", s.code(), s.message()))
+                    .map_err(|s| (format!("{:?}", s.code()).to_ascii_lowercase(), format!("{}: {}", s.code(), s.message())))
             };
-            match call.await {
+            let call = call.await;
+            if let Some(op) = layer_op {
+                op.finish(call.as_ref().err().map(|(code, _)| code.as_str()));
+            }
+            let call = call.map_err(|(_, msg)| msg);
+            match call {
                 Ok(reply) => {
                     // The agent answered after the container was gone; apply it now rather
                     // than wait for the event (which then changes nothing).
@@ -260,7 +301,10 @@ impl Manager {
     /// Marks silent agents LOST (their kernels stay as they are: a returning agent's
     /// reconciliation decides their fate).
     pub async fn sweep_agents(&self) -> Result<(), DbError> {
-        for agent in self.registry.sweep(&self.db, Utc::now()).await? {
+        let started = Instant::now();
+        let lost = self.registry.sweep(&self.db, Utc::now()).await;
+        self.observe_action("agent", "sweep", started, &lost);
+        for agent in lost? {
             tracing::warn!(agent = %agent, "agent lost");
         }
         Ok(())
@@ -291,7 +335,13 @@ impl Manager {
                         };
                         match &delivery.envelope {
                             Ok(envelope) => {
-                                if let Err(e) = me.handle(envelope).await {
+                                let started = Instant::now();
+                                let handled = me.handle(envelope).await;
+                                if let Some(m) = me.metrics() {
+                                    let error = handled.as_ref().err().map(|e| ErrorInfo::from_db(e, "handle"));
+                                    m.observe_event(envelope.event.name(), started.elapsed(), error.as_ref());
+                                }
+                                if let Err(e) = handled {
                                     tracing::warn!(event = envelope.event.name(), error = %e, "event handler failed");
                                 }
                             }

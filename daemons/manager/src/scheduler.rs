@@ -312,6 +312,17 @@ pub async fn creation_requests(
 /// PREPARING first; a failed call moves the session to ERROR (`agent-error (...)`), cancels its
 /// other kernels on the agents and releases its resources.
 pub async fn dispatch(db: &sea_orm::DatabaseConnection, clients: &AgentClients, session_id: SessionId) -> Result<(), DbError> {
+    dispatch_observed(db, clients, session_id, None).await
+}
+
+/// [`dispatch`], recording each `create_kernels` call as a layer operation (`client`,
+/// `agent_client`) in `metrics`.
+pub async fn dispatch_observed(
+    db: &sea_orm::DatabaseConnection,
+    clients: &AgentClients,
+    session_id: SessionId,
+    metrics: Option<&crate::metrics::ManagerMetrics>,
+) -> Result<(), DbError> {
     let requests = creation_requests(db, session_id).await?;
     let preparing = async {
         for k in repo::list_kernels_of_session(db, session_id).await? {
@@ -328,10 +339,19 @@ pub async fn dispatch(db: &sea_orm::DatabaseConnection, clients: &AgentClients, 
     }
     let mut failure = None;
     for ((agent, addr), request) in &requests {
+        let layer_op = metrics.map(|m| m.layer_operation("client", "agent_client", "create_kernels"));
         let result = match clients.client(addr) {
-            Ok(mut c) => c.create_kernels(request.clone()).await.map(|_| ()).map_err(|s| format!("{}: {}", s.code(), s.message())),
-            Err(e) => Err(e.to_string()),
+            Ok(mut c) => c
+                .create_kernels(request.clone())
+                .await
+                .map(|_| ())
+                .map_err(|s| (format!("{:?}", s.code()).to_ascii_lowercase(), format!("{}: {}", s.code(), s.message()))),
+            Err(e) => Err(("invalid_address".to_string(), e.to_string())),
         };
+        if let Some(op) = layer_op {
+            op.finish(result.as_ref().err().map(|(code, _)| code.as_str()));
+        }
+        let result = result.map_err(|(_, msg)| msg);
         if let Err(e) = result {
             tracing::warn!(session = %session_id, agent = %agent, error = %e, "create_kernels failed");
             failure = Some((agent.clone(), e));

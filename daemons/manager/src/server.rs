@@ -16,9 +16,11 @@ use tokio::task::JoinHandle;
 
 use crate::agent_client::AgentClients;
 use crate::api::keypairs::DbKeypairs;
+use crate::api::ratelimit::{RateLimiter, RedisRateLimiter};
 use crate::api::{ApiRouter, ApiState, CachedKeypairs, InMemoryRateLimiter, KeypairStore};
 use crate::config::{ConfigError, EventBackend, ManagerConfig};
 use crate::manager::Manager;
+use crate::metrics::{ManagerMetrics, ServiceDiscovery};
 
 /// Why the manager could not start.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,8 @@ pub struct RunningManager {
     pub manager: Arc<Manager>,
     /// Where the API listens.
     pub api_addr: SocketAddr,
+    /// Where the Prometheus metrics (`/metrics`, `/metrics/service_discovery`) are served.
+    pub metrics_addr: SocketAddr,
     /// The embedded agent, in the all-in-one mode.
     pub agent: Option<RunningAgent>,
     stop: tokio::sync::watch::Sender<bool>,
@@ -100,10 +104,40 @@ impl RunningManager {
 /// The API's state: keypairs from the database (cached), rate limits, and the manager core and
 /// database as services (`state.service::<Manager>()`, `state.service::<DatabaseConnection>()`).
 pub fn api_state(manager: Arc<Manager>, keypairs: Arc<dyn KeypairStore>) -> ApiState {
-    ApiState::new(keypairs, Arc::new(InMemoryRateLimiter::default()))
+    api_state_with_rate_limiter(manager, keypairs, Arc::new(InMemoryRateLimiter::default()))
+}
+
+/// [`api_state`] with the given rate limiter ([`rate_limiter`] picks the configured one).
+pub fn api_state_with_rate_limiter(
+    manager: Arc<Manager>,
+    keypairs: Arc<dyn KeypairStore>,
+    rate_limiter: Arc<dyn RateLimiter>,
+) -> ApiState {
+    let state = ApiState::new(keypairs, rate_limiter)
         .with_manager_version(crate::VERSION)
-        .with_service(Arc::new(manager.db().clone()))
-        .with_service(manager)
+        .with_service(Arc::new(manager.db().clone()));
+    // The API request metrics (`state.service::<ManagerMetrics>()`), when the manager has them.
+    let state = match manager.metrics() {
+        Some(metrics) => state.with_service(metrics.clone()),
+        None => state,
+    };
+    state.with_service(manager)
+}
+
+/// The rate limiter for this configuration: with `[events] backend = "redis"` (a cluster) a
+/// [`RedisRateLimiter`] on the events' Redis, shared by every manager; otherwise one in this
+/// process.
+pub fn rate_limiter(config: &ManagerConfig) -> Result<Arc<dyn RateLimiter>, StartError> {
+    Ok(match config.events.backend {
+        EventBackend::Memory => Arc::new(InMemoryRateLimiter::default()),
+        EventBackend::Redis => {
+            // The same URL as the event bus (see `bus`).
+            let url = if config.events.redis_url.is_empty() { "redis://127.0.0.1:6379/4" } else { &config.events.redis_url };
+            let limiter = RedisRateLimiter::new(url, crate::api::ratelimit::DEFAULT_WINDOW)
+                .map_err(|e| ConfigError { field: "events.redis-url".into(), reason: e.to_string() })?;
+            Arc::new(limiter)
+        }
+    })
 }
 
 /// Every route of the API.
@@ -187,7 +221,15 @@ pub async fn start(config: ManagerConfig, options: StartOptions) -> Result<Runni
         clients,
         ManagerConfig::seconds(config.manager.heartbeat_timeout),
     );
-    let tasks = manager.spawn(ManagerConfig::seconds(config.manager.schedule_interval));
+    let metrics = Arc::new(ManagerMetrics::new());
+    manager.set_metrics(metrics.clone());
+    let metrics_listener = tokio::net::TcpListener::bind(config.manager.metrics_listen)
+        .await
+        .map_err(|e| StartError::Listen { addr: config.manager.metrics_listen, reason: e.to_string() })?;
+    let metrics_addr = metrics_listener
+        .local_addr()
+        .map_err(|e| StartError::Listen { addr: config.manager.metrics_listen, reason: e.to_string() })?;
+    let mut tasks = manager.spawn(ManagerConfig::seconds(config.manager.schedule_interval));
     let agent = match options.embedded_agent {
         Some(mut agent_config) => {
             agent_config.rpc.token = Some(token.clone());
@@ -197,7 +239,8 @@ pub async fn start(config: ManagerConfig, options: StartOptions) -> Result<Runni
         None => None,
     };
     let keypairs: Arc<dyn KeypairStore> = Arc::new(CachedKeypairs::new(DbKeypairs::new(db.clone())));
-    let router = app(api_state(manager.clone(), keypairs));
+    let storage = Arc::new(crate::storage::Storage::new(&config.storage));
+    let router = app(api_state_with_rate_limiter(manager.clone(), keypairs, rate_limiter(&config)?).with_service(storage));
     let listener = tokio::net::TcpListener::bind(config.manager.api_listen)
         .await
         .map_err(|e| StartError::Listen { addr: config.manager.api_listen, reason: e.to_string() })?;
@@ -206,8 +249,21 @@ pub async fn start(config: ManagerConfig, options: StartOptions) -> Result<Runni
     let server = tokio::spawn(crate::api::serve(listener, router, async move {
         let _ = stopped.wait_for(|s| *s).await;
     }));
-    tracing::info!(api = %api_addr, "manager started");
-    Ok(RunningManager { manager, api_addr, agent, stop, tasks, server })
+    let mut discovery = ServiceDiscovery::new(db.clone(), &config.manager.id, metrics_addr);
+    if let Some(agent) = &agent {
+        discovery = discovery.with_agent_metrics(agent.agent.settings().id.as_str(), agent.metrics_addr);
+    }
+    let mut metrics_stopped = stop.subscribe();
+    tasks.push(tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = metrics_stopped.wait_for(|s| *s).await;
+        };
+        if let Err(e) = crate::metrics::serve(metrics_listener, metrics, discovery, shutdown).await {
+            tracing::warn!(error = %e, "the metrics server failed");
+        }
+    }));
+    tracing::info!(api = %api_addr, metrics = %metrics_addr, "manager started");
+    Ok(RunningManager { manager, api_addr, metrics_addr, agent, stop, tasks, server })
 }
 
 fn random_token() -> String {

@@ -214,7 +214,8 @@ impl ApiRouter {
 
     /// The finished router: the signed routes behind [`authenticate`], everything behind
     /// [`negotiate_version`] and [`normalize_errors`], unknown paths answering 404
-    /// `url-not-found`.
+    /// `url-not-found`; outermost, [`crate::metrics::record_api_metrics`] records every
+    /// request when the state has a [`crate::metrics::ManagerMetrics`] service.
     pub fn build(self, state: ApiState) -> Router {
         let signed = self.signed.route_layer(axum::middleware::from_fn_with_state(state.clone(), authenticate));
         self.public
@@ -222,6 +223,7 @@ impl ApiRouter {
             .fallback(url_not_found)
             .layer(axum::middleware::from_fn(negotiate_version))
             .layer(axum::middleware::from_fn(normalize_errors))
+            .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::record_api_metrics))
             .with_state(state)
     }
 }

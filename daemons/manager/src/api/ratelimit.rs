@@ -4,8 +4,8 @@
 //! `429 rate-limit-exceeded` once the count exceeds the keypair's `rate_limit`; every response
 //! to a signed request carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and
 //! `X-RateLimit-Window` (seconds). [`RateLimiter`] is that counter; [`InMemoryRateLimiter`]
-//! keeps it in this process (the embedded mode, one manager), a Redis one can implement the
-//! same trait for several managers.
+//! keeps it in this process (the embedded mode, one manager); [`RedisRateLimiter`] keeps it in
+//! Redis, so that several managers share each keypair's count (a cluster).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -172,6 +172,141 @@ impl RateLimiter for InMemoryRateLimiter {
             return Ok(RateLimitStatus { allowed: true, limit, remaining: 0, window: self.window, retry_after: None });
         }
         Ok(self.count(access_key, limit, self.clock.now()))
+    }
+}
+
+/// The Redis key prefix: a keypair's window is the sorted set `ratelimit.<access key>`.
+pub const REDIS_KEY_PREFIX: &str = "ratelimit.";
+
+/// The counter the Redis script draws unique member names from.
+const REDIS_SEQUENCE_KEY: &str = "ratelimit.__request_id";
+
+/// One atomic step of the sliding window, on Redis's own clock (so that every manager agrees):
+/// drop the entries older than the window, count the rest, and when below the limit add this
+/// request (score: now in ms) and renew the key's expiry. Returns `{admitted (0|1), count,
+/// ms until the oldest entry leaves the window (when refused)}`.
+///
+/// `KEYS[1]`: the keypair's sorted set; `KEYS[2]`: the member sequence. `ARGV[1]`: the limit;
+/// `ARGV[2]`: the window in ms.
+const REDIS_WINDOW_SCRIPT: &str = r"
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+local key = KEYS[1]
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+local used = tonumber(redis.call('ZCARD', key))
+if used >= limit then
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  local first = now
+  if oldest[2] then first = tonumber(oldest[2]) end
+  local wait = first + window - now
+  if wait < 0 then wait = 0 end
+  return {0, used, wait}
+end
+local id = redis.call('INCR', KEYS[2])
+if id >= 1000000000000 then redis.call('SET', KEYS[2], 0) end
+redis.call('ZADD', key, now, tostring(now) .. ':' .. tostring(id))
+redis.call('PEXPIRE', key, window)
+return {1, used + 1, 0}
+";
+
+/// A rolling-window counter in Redis, shared by every manager of a cluster.
+///
+/// Each keypair's admitted requests are the members of the sorted set
+/// `ratelimit.<access key>`, scored by their time in ms; one Lua script (sent with `EVAL`, so
+/// it runs atomically) drops the entries older than the window, counts the rest and adds the
+/// new request when the count is below the limit. As with [`InMemoryRateLimiter`], refused
+/// requests are not counted. Times come from the Redis server's clock, so managers with
+/// skewed clocks still agree. The connection is opened on first use and re-established by
+/// itself; while Redis is unreachable, signed requests fail with 503
+/// `service-unavailable`.
+pub struct RedisRateLimiter {
+    client: redis::Client,
+    /// The URL without its password, for `Debug`.
+    shown_url: String,
+    connection: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
+    window: Duration,
+}
+
+impl std::fmt::Debug for RedisRateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisRateLimiter")
+            .field("redis", &self.shown_url)
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisRateLimiter {
+    /// A limiter on the Redis at `url` (`redis://[user:password@]host:port/db`) with the given
+    /// window. Only the URL is checked here; the connection is made on first use.
+    pub fn new(url: &str, window: Duration) -> Result<Self, redis::RedisError> {
+        Ok(RedisRateLimiter {
+            client: redis::Client::open(url)?,
+            shown_url: crate::config::redact(url),
+            connection: tokio::sync::OnceCell::new(),
+            window,
+        })
+    }
+
+    /// The window.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    async fn connection(&self) -> Result<redis::aio::ConnectionManager, redis::RedisError> {
+        self.connection
+            .get_or_try_init(|| {
+                // Fail fast: a request must not wait long for an unreachable Redis.
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_number_of_retries(1)
+                    .set_max_delay(200)
+                    .set_connection_timeout(Duration::from_secs(2))
+                    .set_response_timeout(Duration::from_secs(5));
+                redis::aio::ConnectionManager::new_with_config(self.client.clone(), config)
+            })
+            .await
+            .cloned()
+    }
+
+    async fn count(&self, access_key: &str, limit: i64) -> Result<RateLimitStatus, redis::RedisError> {
+        let mut conn = self.connection().await?;
+        let window_ms = u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX).max(1);
+        let (admitted, used, wait_ms): (i64, i64, i64) = redis::cmd("EVAL")
+            .arg(REDIS_WINDOW_SCRIPT)
+            .arg(2)
+            .arg(format!("{REDIS_KEY_PREFIX}{access_key}"))
+            .arg(REDIS_SEQUENCE_KEY)
+            .arg(limit)
+            .arg(window_ms)
+            .query_async(&mut conn)
+            .await?;
+        Ok(if admitted == 1 {
+            RateLimitStatus { allowed: true, limit, remaining: (limit - used).max(0), window: self.window, retry_after: None }
+        } else {
+            RateLimitStatus {
+                allowed: false,
+                limit,
+                remaining: 0,
+                window: self.window,
+                retry_after: Some(Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0))),
+            }
+        })
+    }
+}
+
+#[async_trait]
+impl RateLimiter for RedisRateLimiter {
+    async fn check(&self, access_key: &str, limit: i64) -> Result<RateLimitStatus, ApiError> {
+        if limit <= 0 {
+            return Ok(RateLimitStatus { allowed: true, limit, remaining: 0, window: self.window, retry_after: None });
+        }
+        self.count(access_key, limit).await.map_err(|e| {
+            tracing::warn!(error = %e, "rate limiter: Redis unavailable");
+            ApiError::service_unavailable("the rate limiter's Redis is unavailable")
+        })
     }
 }
 

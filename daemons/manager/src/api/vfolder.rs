@@ -1,15 +1,585 @@
-//! (being written)
+//! Virtual folders (`spec/client-wire.md` §8): the signed `/folders` routes and the unsigned
+//! storage side channel they hand out URLs for.
+//!
+//! Folders live on the local storage host of [`crate::storage`], registered as an
+//! [`ApiState`] service (`Arc<Storage>`). Users see and use only the folders they own; any
+//! other name is 404 `object-not-found` ("No such vfolder."). Group folders, sharing and
+//! invitations are not handled yet.
+//!
+//! Transfers: `request-upload` / `request-download` answer `{"token", "url"}`, the URL being
+//! the manager's own address (the request's `Host`) plus `/storage/upload` or
+//! `/storage/download`. The client then calls that URL with `?token=<token>`, unsigned:
+//!
+//! - upload (TUS 1.0 subset, §8.1): `PATCH` with `Upload-Offset` and the bytes, answered 204
+//!   with the new `Upload-Offset`; `HEAD` answers the offset; the file moves into the folder
+//!   when the size given to `request-upload` is reached;
+//! - download (§8.2): `GET`, 200 with `Content-Length` (206 for `Range: bytes=N-`).
+//!
+//! The token is an HMAC-signed, expiring [`Grant`] for one path of one folder.
 
-use axum::Router;
+use std::sync::Arc;
 
-use super::ApiState;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bai_core::{BinarySize, MountPermission};
+use sea_orm::{ActiveValue::Set, DatabaseConnection};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::session::{query_params, Params};
+use super::{ApiError, ApiState, AuthContext, ErrorKind, Shared};
+use crate::db::entities::vfolder;
+use crate::db::repo;
+use crate::db::types::{VFolderOwnershipType, VFolderStatus, VFolderUsageMode, Wire};
+use crate::sessions::{db_error, Fields};
+use crate::storage::{blocking, Entry, Grant, Operation, Storage, StorageError};
+
+/// The path of the TUS upload endpoint on the manager's API address.
+pub const UPLOAD_PATH: &str = "/storage/upload";
+/// The path of the download endpoint on the manager's API address.
+pub const DOWNLOAD_PATH: &str = "/storage/download";
 
 /// The signed routes of this module.
 pub fn routes() -> Router<ApiState> {
     Router::new()
+        .route("/folders", post(create).get(list))
+        .route("/folders/_/hosts", get(list_hosts))
+        .route("/folders/_/all_hosts", get(list_hosts))
+        .route("/folders/_/all-hosts", get(list_hosts))
+        .route("/folders/{name}", get(info).delete(delete_folder))
+        .route("/folders/{name}/rename", post(rename))
+        .route("/folders/{name}/mkdir", post(mkdir))
+        .route("/folders/{name}/files", get(list_files))
+        .route("/folders/{name}/delete-files", axum::routing::delete(delete_files).post(delete_files))
+        .route("/folders/{name}/request-upload", post(request_upload))
+        .route("/folders/{name}/request-download", post(request_download))
 }
 
 /// The unsigned routes of this module (token-authorised transfer side channel).
 pub fn public_routes() -> Router<ApiState> {
     Router::new()
+        .route(UPLOAD_PATH, axum::routing::patch(tus_patch).head(tus_head).options(tus_options))
+        .route(DOWNLOAD_PATH, get(download))
+}
+
+/// A storage error as an API error; path errors name the path.
+pub fn storage_error(err: StorageError) -> ApiError {
+    match err {
+        StorageError::InvalidPath { path, reason } => ApiError::invalid("path", format!("{path:?}: {reason}")),
+        StorageError::NotFound { path } => {
+            ApiError::not_found("file").with_title("File not found").with_msg(format!("{path:?} does not exist"))
+        }
+        e @ StorageError::AlreadyExists { .. } => ApiError::with_kind_msg(ErrorKind::VFolderOperationFailed, e.to_string()),
+        e @ StorageError::QuotaExceeded { .. } => ApiError::quota_exceeded(e.to_string()),
+        e @ StorageError::UploadTooLarge { .. } => ApiError::invalid("body", e.to_string()),
+        e @ (StorageError::OffsetMismatch { .. } | StorageError::Busy) => ApiError::conflict(e.to_string()),
+        e @ (StorageError::BadToken(_) | StorageError::ExpiredToken(_)) => ApiError::auth_failed(e.to_string()),
+        e @ StorageError::Io { .. } => ApiError::internal(format!("storage: {e}")),
+    }
+}
+
+/// The original's folder-name rule, roughly: 1 to 64 characters of letters, digits, `_`, `-`
+/// and `.`, not `.` or `..`.
+pub fn validate_folder_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(format!("{name:?} must be 1 to 64 characters long"));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("{name:?} is not a folder name"));
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+        return Err(format!("{name:?} must consist of ASCII letters, digits, '_', '-' and '.'"));
+    }
+    Ok(())
+}
+
+async fn find_folder(db: &DatabaseConnection, ctx: &AuthContext, name: &str) -> Result<vfolder::Model, ApiError> {
+    repo::find_user_vfolder(db, ctx.credential.user_id, name)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| ApiError::not_found("vfolder").with_msg(format!("{name:?}")))
+}
+
+fn quota_of(row: &vfolder::Model) -> Option<u64> {
+    row.max_size.filter(|q| *q > 0).map(|q| q as u64)
+}
+
+fn folder_json(row: &vfolder::Model, usage: Option<(u64, u64)>) -> Value {
+    let (files, bytes) = usage.unwrap_or((row.num_files.max(0) as u64, row.cur_size.max(0) as u64));
+    let created = row.created_at.to_rfc3339();
+    json!({
+        "name": row.name,
+        "id": row.id.simple().to_string(),
+        "quota_scope_id": row.quota_scope_id,
+        "host": row.host,
+        "usage_mode": row.usage_mode.0.to_string(),
+        "permission": row.permission.0.to_string(),
+        "is_owner": true,
+        "status": row.status.0.to_string(),
+        "numFiles": files,
+        "num_files": files,
+        "used_bytes": bytes,
+        "cur_size": bytes,
+        "max_size": row.max_size,
+        "max_files": row.max_files,
+        "type": row.ownership_type.0.to_string(),
+        "ownership_type": row.ownership_type.0.to_string(),
+        "user": row.user.map(|u| u.to_string()),
+        "group": row.group.map(|g| g.to_string()),
+        "creator": row.creator,
+        "unmanaged_path": row.unmanaged_path,
+        "cloneable": row.cloneable,
+        "created": created,
+        "created_at": created,
+        "last_used": row.last_used.map(|t| t.to_rfc3339()),
+    })
+}
+
+fn string_param(fields: &Fields<'_>, key: &str) -> Result<Option<String>, ApiError> {
+    Ok(fields.string(&[key])?.filter(|s| !s.trim().is_empty()))
+}
+
+/// `POST /folders`: `{"name", "host", "unmanaged_path", "group", "usage_mode", "permission",
+/// "quota", "cloneable"}` → 201 with the folder.
+async fn create(
+    ctx: AuthContext,
+    Shared(db): Shared<DatabaseConnection>,
+    Shared(storage): Shared<Storage>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let f = params.fields();
+    let name = f.string(&["name"])?.ok_or_else(|| ApiError::invalid("name", "is required"))?;
+    validate_folder_name(&name).map_err(|e| ApiError::invalid("name", e))?;
+    if string_param(&f, "unmanaged_path")?.is_some() {
+        return Err(ApiError::invalid("unmanaged_path", "unmanaged folders are not supported"));
+    }
+    let host = string_param(&f, "host")?.unwrap_or_else(|| storage.host().to_string());
+    if host != storage.host() {
+        return Err(ApiError::invalid("host", format!("unknown storage host {host:?}; the available host is {:?}", storage.host())));
+    }
+    if let Some(group) = f.get(&["group", "group_id"]).filter(|g| g.as_str() != Some("")) {
+        return Err(ApiError::invalid("group", format!("group folders are not supported yet (got {group})")));
+    }
+    let usage_mode: VFolderUsageMode = match string_param(&f, "usage_mode")? {
+        Some(m) => m.parse().map_err(|e: crate::db::DbError| ApiError::invalid("usage_mode", e.to_string()))?,
+        None => VFolderUsageMode::default(),
+    };
+    let permission: MountPermission = match string_param(&f, "permission")? {
+        Some(p) => p.parse().map_err(|e: bai_core::Error| ApiError::invalid("permission", e.to_string()))?,
+        None => MountPermission::default(),
+    };
+    let quota = match f.get(&["quota"]) {
+        None => None,
+        Some(Value::Number(n)) => n.as_u64().ok_or_else(|| ApiError::invalid("quota", format!("{n} is not a number of bytes")))?.into(),
+        Some(Value::String(s)) if s.trim().is_empty() => None,
+        Some(Value::String(s)) => {
+            Some(u64::from(BinarySize::parse(s.trim()).map_err(|e| ApiError::invalid("quota", e.to_string()))?))
+        }
+        Some(other) => return Err(ApiError::invalid("quota", format!("expected a size such as \"10g\", got {other}"))),
+    }
+    .filter(|q| *q > 0);
+    let max_size = quota.map(|q| i64::try_from(q).map_err(|_| ApiError::invalid("quota", "is too large"))).transpose()?;
+    let cloneable = f.boolean(&["cloneable"], false)?;
+    if repo::find_user_vfolder(&*db, ctx.credential.user_id, &name).await.map_err(db_error)?.is_some() {
+        return Err(ApiError::with_kind_msg(ErrorKind::VFolderAlreadyExists, format!("a folder named {name:?} already exists")));
+    }
+    let id = Uuid::new_v4();
+    {
+        let storage = storage.clone();
+        blocking(move || storage.create_folder(id)).await.map_err(|e| {
+            ApiError::with_kind_msg(ErrorKind::VFolderCreationFailed, format!("cannot create the folder's directory: {e}"))
+        })?;
+    }
+    let user = ctx.credential.user_id;
+    let row = vfolder::ActiveModel {
+        id: Set(id),
+        host: Set(host),
+        quota_scope_id: Set(Some(format!("user:{user}"))),
+        name: Set(name),
+        usage_mode: Set(Wire(usage_mode)),
+        permission: Set(Wire(permission)),
+        max_size: Set(max_size),
+        creator: Set(Some(ctx.credential.email.clone())),
+        ownership_type: Set(Wire(VFolderOwnershipType::User)),
+        user: Set(Some(user)),
+        group: Set(None),
+        cloneable: Set(cloneable),
+        status: Set(Wire(VFolderStatus::Ready)),
+        ..Default::default()
+    };
+    let row = match repo::create_vfolder(&*db, row).await {
+        Ok(row) => row,
+        Err(e) => {
+            let storage = storage.clone();
+            let _ = blocking(move || storage.delete_folder(id)).await;
+            return Err(db_error(e));
+        }
+    };
+    Ok((StatusCode::CREATED, Json(folder_json(&row, Some((0, 0)))).into_response()).into_response())
+}
+
+/// `GET /folders` (SDK `VFolder.list()`): the caller's folders.
+async fn list(ctx: AuthContext, Shared(db): Shared<DatabaseConnection>) -> Result<Json<Value>, ApiError> {
+    let rows = repo::list_user_vfolders(&*db, ctx.credential.user_id).await.map_err(db_error)?;
+    Ok(Json(Value::Array(rows.iter().map(|r| folder_json(r, None)).collect())))
+}
+
+/// `GET /folders/_/hosts`: `{"default", "allowed", "volume_info"}`.
+async fn list_hosts(_ctx: AuthContext, Shared(storage): Shared<Storage>) -> Json<Value> {
+    let host = storage.host();
+    Json(json!({
+        "default": host,
+        "allowed": [host],
+        "volume_info": { host: { "backend": "local", "capabilities": ["file-ops", "quota"], "usage": null, "sftp_scaling_groups": [] } },
+    }))
+}
+
+/// `GET /folders/{name}`: the folder with its current usage (the ten keys the CLI needs and
+/// more).
+async fn info(
+    ctx: AuthContext,
+    Shared(db): Shared<DatabaseConnection>,
+    Shared(storage): Shared<Storage>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let row = find_folder(&db, &ctx, &name).await?;
+    let id = row.id;
+    let usage = blocking(move || storage.usage(id)).await.map_err(storage_error)?;
+    if (usage.0 as i64, usage.1 as i64) != (row.num_files as i64, row.cur_size) {
+        let files = i32::try_from(usage.0).unwrap_or(i32::MAX);
+        repo::set_vfolder_usage(&*db, id, files, i64::try_from(usage.1).unwrap_or(i64::MAX)).await.map_err(db_error)?;
+    }
+    Ok(Json(folder_json(&row, Some(usage))))
+}
+
+/// `DELETE /folders/{name}`: deletes the folder and its files → 204.
+async fn delete_folder(
+    ctx: AuthContext,
+    Shared(db): Shared<DatabaseConnection>,
+    Shared(storage): Shared<Storage>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let row = find_folder(&db, &ctx, &name).await?;
+    let id = row.id;
+    repo::delete_vfolder(&*db, id).await.map_err(db_error)?;
+    blocking(move || storage.delete_folder(id)).await.map_err(storage_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /folders/{name}/rename` `{"new_name"}` → 201.
+async fn rename(
+    ctx: AuthContext,
+    Shared(db): Shared<DatabaseConnection>,
+    Path(name): Path<String>,
+    params: Params,
+) -> Result<StatusCode, ApiError> {
+    let new_name = params.fields().string(&["new_name"])?.ok_or_else(|| ApiError::invalid("new_name", "is required"))?;
+    validate_folder_name(&new_name).map_err(|e| ApiError::invalid("new_name", e))?;
+    let row = find_folder(&db, &ctx, &name).await?;
+    if new_name != row.name && repo::find_user_vfolder(&*db, ctx.credential.user_id, &new_name).await.map_err(db_error)?.is_some() {
+        return Err(ApiError::with_kind_msg(ErrorKind::VFolderAlreadyExists, format!("a folder named {new_name:?} already exists")));
+    }
+    repo::rename_vfolder(&*db, row.id, &new_name).await.map_err(db_error)?;
+    Ok(StatusCode::CREATED)
+}
+
+/// The `path` parameter as one path or a list of paths.
+fn paths(fields: &Fields<'_>, key: &str) -> Result<Vec<String>, ApiError> {
+    match fields.get(&[key]) {
+        None => Err(ApiError::invalid(key, "is required")),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v.as_str().map(str::to_string).ok_or_else(|| ApiError::invalid(format!("{key}[{i}]"), "expected a path")))
+            .collect(),
+        Some(other) => Err(ApiError::invalid(key, format!("expected a path or a list of paths, got {other}"))),
+    }
+}
+
+fn check_writable(row: &vfolder::Model) -> Result<(), ApiError> {
+    if row.permission.0 == MountPermission::ReadOnly {
+        return Err(ApiError::forbidden(format!("the folder {:?} is read-only", row.name)));
+    }
+    Ok(())
+}
+
+/// `POST /folders/{name}/mkdir` `{"path", "parents", "exist_ok"}` → 201.
+async fn mkdir(
+    ctx: AuthContext,
+    Shared(db): Shared<DatabaseConnection>,
+    Shared(storage): Shared<Storage>,
+    Path(name): Path<String>,
+    params: Params,
+) -> Result<StatusCode, ApiError> {
+    let f = params.fields();
+    let paths = paths(&f, "path")?;
+    let parents = f.boolean(&["parents"], false)?;
+    let exist_ok = f.boolean(&["exist_ok"], false)?;
+    let row = find_folder(&db, &ctx, &name).await?;
+    check_writable(&row)?;
+    let id = row.id;
+    blocking(move || paths.iter().try_for_each(|p| storage.mkdir(id, p, parents, exist_ok))).await.map_err(storage_error)?;
+    Ok(StatusCode::CREATED)
+}
+
+/// `ls -l`'s mode string.
+fn mode_string(mode: u32) -> String {
+    let kind = match mode & 0o170000 {
+        0o040000 => 'd',
+        0o120000 => 'l',
+        _ => '-',
+    };
+    let mut out = String::from(kind);
+    for shift in [6, 3, 0] {
+        let bits = (mode >> shift) & 7;
+        out.push(if bits & 4 != 0 { 'r' } else { '-' });
+        out.push(if bits & 2 != 0 { 'w' } else { '-' });
+        out.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    out
+}
+
+fn iso(secs: f64) -> String {
+    chrono::DateTime::from_timestamp(secs.floor() as i64, ((secs.fract()) * 1e9) as u32)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default()
+}
+
+/// `GET /folders/{name}/files` `{"path"}`: `files` (a JSON-encoded string, §8) and `items`.
+async fn list_files(
+    ctx: AuthContext,
+    Shared(db): Shared<DatabaseConnection>,
+    Shared(storage): Shared<Storage>,
+    Path(name): Path<String>,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    let path = params.fields().string(&["path"])?.filter(|p| !p.is_empty()).unwrap_or_else(|| ".".into());
+    let row = find_folder(&db, &ctx, &name).await?;
+    let id = row.id;
+    let entries: Vec<Entry> = blocking(move || storage.list(id, &path)).await.map_err(storage_error)?;
+    let files: Vec<Value> = entries
+        .iter()
+        .map(|e| json!({"filename": e.name, "size": e.size, "mode": mode_string(e.mode), "ctime": e.ctime, "atime": e.atime, "mtime": e.mtime}))
+        .collect();
+    let items: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            json!({"name": e.name, "type": e.kind.to_ascii_uppercase(), "size": e.size, "mode": format!("{:o}", e.mode & 0o7777),
+                   "created": iso(e.ctime), "modified": iso(e.mtime)})
+        })
+        .collect();
+    Ok(Json(json!({ "items": items, "files": Value::Array(files).to_string() })))
+}
+
+/// `DELETE /folders/{name}/delete-files` `{"files", "recursive"}` → 204.
+async fn delete_files(
+    ctx: AuthContext,
+    Shared(db): Shared<DatabaseConnection>,
+    Shared(storage): Shared<Storage>,
+    Path(name): Path<String>,
+    params: Params,
+) -> Result<StatusCode, ApiError> {
+    let f = params.fields();
+    let files = paths(&f, "files")?;
+    let recursive = f.boolean(&["recursive"], false)?;
+    let row = find_folder(&db, &ctx, &name).await?;
+    check_writable(&row)?;
+    let id = row.id;
+    blocking(move || files.iter().try_for_each(|p| storage.delete(id, p, recursive))).await.map_err(storage_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `scheme://host` of the manager as the client reached it.
+fn base_url(headers: &HeaderMap) -> Result<String, ApiError> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| ApiError::bad_request("the request has no Host header to build the storage URL from"))?;
+    let scheme = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .filter(|s| *s == "https" || *s == "http")
+        .unwrap_or("http");
+    Ok(format!("{scheme}://{host}"))
+}
+
+fn deadline(storage: &Storage) -> i64 {
+    chrono::Utc::now().timestamp() + storage.token_lifetime().as_secs() as i64
+}
+
+/// `POST /folders/{name}/request-upload` `{"path", "size"}` → `{"token", "url"}`. The path and
+/// the quota are checked here, so that the TUS transfer itself does not fail.
+async fn request_upload(
+    ctx: AuthContext,
+    Shared(db): Shared<DatabaseConnection>,
+    Shared(storage): Shared<Storage>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    let f = params.fields();
+    let path = f.string(&["path"])?.ok_or_else(|| ApiError::invalid("path", "is required"))?;
+    let size = f.integer(&["size"])?.ok_or_else(|| ApiError::invalid("size", "is required"))?;
+    let size = u64::try_from(size).map_err(|_| ApiError::invalid("size", format!("{size} is negative")))?;
+    let row = find_folder(&db, &ctx, &name).await?;
+    check_writable(&row)?;
+    let url = format!("{}{UPLOAD_PATH}", base_url(&headers)?);
+    let (id, quota) = (row.id, quota_of(&row));
+    let upload = {
+        let (storage, path) = (storage.clone(), path.clone());
+        blocking(move || storage.begin_upload(id, &path, size, quota)).await.map_err(storage_error)?
+    };
+    let grant = Grant { op: Operation::Upload, folder: id, path, size: Some(size), upload, exp: deadline(&storage) };
+    Ok(Json(json!({ "token": storage.issue(&grant), "url": url })))
+}
+
+/// `POST /folders/{name}/request-download` `{"path"}` → `{"token", "url"}`; the file must
+/// exist and be a regular file.
+async fn request_download(
+    ctx: AuthContext,
+    Shared(db): Shared<DatabaseConnection>,
+    Shared(storage): Shared<Storage>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    let path = params.fields().string(&["path"])?.ok_or_else(|| ApiError::invalid("path", "is required"))?;
+    let row = find_folder(&db, &ctx, &name).await?;
+    let url = format!("{}{DOWNLOAD_PATH}", base_url(&headers)?);
+    storage.open_for_download(row.id, &path).await.map_err(storage_error)?;
+    let grant = Grant { op: Operation::Download, folder: row.id, path, size: None, upload: None, exp: deadline(&storage) };
+    Ok(Json(json!({ "token": storage.issue(&grant), "url": url })))
+}
+
+/// Verifies the `token` query parameter for `op` and finds its folder (404 when deleted since).
+async fn authorize(state: &ApiState, uri: &Uri, op: Operation) -> Result<(Arc<Storage>, Grant, vfolder::Model), ApiError> {
+    let storage = state.require_service::<Storage>()?;
+    let db = state.require_service::<DatabaseConnection>()?;
+    let query = query_params(uri);
+    let token = Fields::new(&query, "").string(&["token"])?.ok_or_else(|| ApiError::auth_failed("the storage token is missing"))?;
+    let grant = storage.verify(&token, chrono::Utc::now().timestamp()).map_err(storage_error)?;
+    if grant.op != op {
+        return Err(ApiError::forbidden(format!("the token does not allow this operation (it is for {:?})", grant.op)));
+    }
+    let row = repo::get_vfolder(&*db, grant.folder).await.map_err(db_error)?.ok_or_else(|| ApiError::not_found("vfolder"))?;
+    Ok((storage, grant, row))
+}
+
+fn tus_headers(response: &mut Response, offset: Option<u64>, length: Option<u64>) {
+    let h = response.headers_mut();
+    h.insert("tus-resumable", HeaderValue::from_static("1.0.0"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(o) = offset {
+        h.insert("upload-offset", HeaderValue::from(o));
+    }
+    if let Some(l) = length {
+        h.insert("upload-length", HeaderValue::from(l));
+    }
+}
+
+/// `PATCH /storage/upload?token=…`: appends the body at `Upload-Offset` → 204 with the new
+/// `Upload-Offset`.
+async fn tus_patch(State(state): State<ApiState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let (storage, grant, row) = authorize(&state, &uri, Operation::Upload).await?;
+    let offset = headers
+        .get("upload-offset")
+        .ok_or_else(|| ApiError::invalid("Upload-Offset", "the header is required"))?
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or_else(|| ApiError::invalid("Upload-Offset", "expected a number of bytes"))?;
+    let body = body.into_data_stream();
+    let new_offset = storage.write_chunk(&grant, quota_of(&row), offset, body).await.map_err(storage_error)?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    tus_headers(&mut response, Some(new_offset), grant.size);
+    Ok(response)
+}
+
+/// `HEAD /storage/upload?token=…`: the upload's offset and length.
+async fn tus_head(State(state): State<ApiState>, uri: Uri) -> Result<Response, ApiError> {
+    let (storage, grant, _) = authorize(&state, &uri, Operation::Upload).await?;
+    let offset = {
+        let (storage, g) = (storage.clone(), grant.clone());
+        blocking(move || storage.upload_offset(&g)).await.map_err(storage_error)?
+    };
+    let mut response = StatusCode::OK.into_response();
+    tus_headers(&mut response, Some(offset), grant.size);
+    Ok(response)
+}
+
+/// `OPTIONS /storage/upload`: the TUS capabilities.
+async fn tus_options() -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    tus_headers(&mut response, None, None);
+    response.headers_mut().insert("tus-version", HeaderValue::from_static("1.0.0"));
+    response
+}
+
+/// `GET /storage/download?token=…`: the file's bytes with `Content-Length` (206 for
+/// `Range: bytes=N-`).
+async fn download(State(state): State<ApiState>, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let (storage, grant, _) = authorize(&state, &uri, Operation::Download).await?;
+    let (mut file, len, _) = storage.open_for_download(grant.folder, &grant.path).await.map_err(storage_error)?;
+    let start = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("bytes="))
+        .and_then(|v| v.strip_suffix('-'))
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(start) = start.filter(|s| *s > 0) {
+        if start >= len {
+            let mut r = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            r.headers_mut().insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{len}")).expect("ascii"));
+            return Ok(r);
+        }
+        file.seek(std::io::SeekFrom::Start(start)).await.map_err(|e| ApiError::internal(format!("storage: seek: {e}")))?;
+    }
+    let from = start.filter(|s| *s > 0 && *s < len).unwrap_or(0);
+    let stream = futures::stream::try_unfold(file, |mut file| async move {
+        let mut buf = vec![0u8; 256 * 1024];
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            return Ok::<_, std::io::Error>(None);
+        }
+        buf.truncate(n);
+        Ok(Some((axum::body::Bytes::from(buf), file)))
+    });
+    let mut response = Response::new(Body::from_stream(stream));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len - from));
+    if let Some(file_name) = std::path::Path::new(&grant.path).file_name().and_then(|n| n.to_str()) {
+        let encoded = percent_encoding::utf8_percent_encode(file_name, percent_encoding::NON_ALPHANUMERIC);
+        if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename*=UTF-8''{encoded}")) {
+            h.insert(header::CONTENT_DISPOSITION, v);
+        }
+    }
+    if from > 0 {
+        h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes {from}-{}/{len}", len - 1)).expect("ascii"));
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_modes() {
+        assert!(validate_folder_name("my-data_1.v2").is_ok());
+        for bad in ["", ".", "..", "a/b", "a b", &"x".repeat(65)] {
+            assert!(validate_folder_name(bad).is_err(), "{bad}");
+        }
+        assert_eq!(mode_string(0o040755), "drwxr-xr-x");
+        assert_eq!(mode_string(0o100644), "-rw-r--r--");
+        assert_eq!(mode_string(0o120777), "lrwxrwxrwx");
+    }
 }

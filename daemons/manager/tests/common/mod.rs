@@ -23,14 +23,20 @@ pub const USER: (&str, &str) = ("AKIANABBDUSEREXAMPLE", "C8qnIo29EZvXkPK_MXcuAak
 /// The example fixture.
 pub const FIXTURE: &str = include_str!("../../fixtures/example-users.json");
 
+/// The storage-token secret of [`all_in_one`] managers (their folders live in `<dir>/vfolders`).
+pub const STORAGE_SECRET: &str = "test-storage-secret";
+
 /// An all-in-one manager in `dir` with an embedded agent on the process backend (kernels run
 /// the host's programs; use image `host`).
 pub async fn all_in_one(dir: &std::path::Path) -> RunningManager {
     let mut config = ManagerConfig::default();
     config.manager.api_listen = "127.0.0.1:0".parse().unwrap();
+    config.manager.metrics_listen = "127.0.0.1:0".parse().unwrap();
     config.manager.schedule_interval = 0.2;
     config.db.url = format!("sqlite://{}?mode=rwc", dir.join("manager.db").display());
     config.events.backend = EventBackend::Memory;
+    config.storage.root = dir.join("vfolders");
+    config.storage.token_secret = Some(STORAGE_SECRET.to_string());
     let mut agent = AgentConfig::default();
     agent.agent.id = format!("i-aio-{}", std::process::id());
     agent.agent.rpc_listen = "127.0.0.1:0".parse().unwrap();

@@ -66,6 +66,8 @@ pub fn schema() -> GqlSchema {
         // The CLI's deepest query is 4 levels; this bounds what nested `dependencies` can
         // cost while leaving room for introspection.
         .limit_depth(32)
+        // Root-field metrics, recorded when the request carries an `Arc<ManagerMetrics>`.
+        .extension(crate::metrics::GqlMetrics)
         .finish()
 }
 
@@ -258,9 +260,24 @@ pub async fn execute(
     variables: serde_json::Value,
     operation_name: Option<String>,
 ) -> async_graphql::Response {
+    execute_observed(db, auth, query, variables, operation_name, None).await
+}
+
+/// [`execute`], recording its root fields in `metrics` (`backendai_graphql_request_*`).
+pub async fn execute_observed(
+    db: Arc<DatabaseConnection>,
+    auth: AuthContext,
+    query: String,
+    variables: serde_json::Value,
+    operation_name: Option<String>,
+    metrics: Option<Arc<crate::metrics::ManagerMetrics>>,
+) -> async_graphql::Response {
     let mut request = async_graphql::Request::new(query)
         .variables(Variables::from_json(variables))
         .data(GqlContext { auth, db });
+    if let Some(metrics) = metrics {
+        request = request.data(metrics);
+    }
     if let Some(name) = &operation_name {
         request = request.operation_name(name.clone());
     }
@@ -297,7 +314,8 @@ async fn run(state: &ApiState, auth: AuthContext, body: GqlBody) -> Result<async
         Some(_) => return Err(ApiError::invalid("variables", "expected an object of variable values or null")),
     };
     let db = state.require_service::<DatabaseConnection>()?;
-    Ok(execute(db, auth, body.query, variables, body.operation_name).await)
+    let metrics = state.service::<crate::metrics::ManagerMetrics>();
+    Ok(execute_observed(db, auth, body.query, variables, body.operation_name, metrics).await)
 }
 
 /// `POST /admin/gql`: always 200 with `{"data", "errors"?}`.

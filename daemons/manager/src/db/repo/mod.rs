@@ -21,6 +21,7 @@ mod org;
 mod policies;
 mod scaling_groups;
 mod sessions;
+mod vfolders;
 
 pub use agents::*;
 pub use fixture::*;
@@ -29,6 +30,7 @@ pub use org::*;
 pub use policies::*;
 pub use scaling_groups::*;
 pub use sessions::*;
+pub use vfolders::*;
 
 /// A column's value for messages: the value when set, `(unset)` otherwise.
 pub(crate) fn shown<T: Display + Into<sea_orm::Value>>(value: &sea_orm::ActiveValue<T>) -> String {
