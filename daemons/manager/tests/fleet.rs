@@ -208,7 +208,11 @@ async fn a_fleet_of_agents_takes_every_session_that_fits_and_no_more() {
         let running = count(&db, SessionStatus::Running).await;
         if running != last.0 {
             last = (running, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(3) && running > 0 {
+        } else if last.1.elapsed() > Duration::from_secs(5)
+            && running > 0
+            && running + count(&db, SessionStatus::Pending).await == SESSIONS
+        {
+            // Settled: nothing in flight (every session runs or waits) and no change for 5 s.
             break running;
         }
         assert!(Instant::now() < deadline, "the fleet did not settle; {running} running");

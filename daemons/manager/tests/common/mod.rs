@@ -26,9 +26,57 @@ pub const FIXTURE: &str = include_str!("../../fixtures/example-users.json");
 /// The storage-token secret of [`all_in_one`] managers (their folders live in `<dir>/vfolders`).
 pub const STORAGE_SECRET: &str = "test-storage-secret";
 
+/// A running all-in-one manager whose kernels (local processes, which outlive an agent by
+/// design) are killed when the test is done with it — by `shutdown` or by being dropped.
+pub struct AllInOne {
+    inner: Option<RunningManager>,
+    process_root: std::path::PathBuf,
+}
+
+impl std::ops::Deref for AllInOne {
+    type Target = RunningManager;
+    fn deref(&self) -> &RunningManager {
+        self.inner.as_ref().expect("running")
+    }
+}
+
+impl std::ops::DerefMut for AllInOne {
+    fn deref_mut(&mut self) -> &mut RunningManager {
+        self.inner.as_mut().expect("running")
+    }
+}
+
+impl AllInOne {
+    /// Stops the manager and its agent, then kills the kernels' processes.
+    pub async fn shutdown(mut self) {
+        if let Some(running) = self.inner.take() {
+            running.shutdown().await;
+        }
+        kill_process_kernels(&self.process_root);
+    }
+}
+
+impl Drop for AllInOne {
+    fn drop(&mut self) {
+        kill_process_kernels(&self.process_root);
+    }
+}
+
+/// Kills the process group of every kernel the process backend recorded under `root`.
+pub fn kill_process_kernels(root: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for entry in entries.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path().join("record.json")) else { continue };
+        let Ok(record) = serde_json::from_str::<Value>(&text) else { continue };
+        if let Some(pid) = record["pid"].as_i64().and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 1) {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
 /// An all-in-one manager in `dir` with an embedded agent on the process backend (kernels run
 /// the host's programs; use image `host`).
-pub async fn all_in_one(dir: &std::path::Path) -> RunningManager {
+pub async fn all_in_one(dir: &std::path::Path) -> AllInOne {
     let mut config = ManagerConfig::default();
     config.manager.api_listen = "127.0.0.1:0".parse().unwrap();
     config.manager.metrics_listen = "127.0.0.1:0".parse().unwrap();
@@ -55,7 +103,7 @@ pub async fn all_in_one(dir: &std::path::Path) -> RunningManager {
     let db = running.manager.db().clone();
     for _ in 0..100 {
         if !bai_manager::db::repo::list_agents(&db, None, Some(bai_core::AgentStatus::Alive)).await.unwrap().is_empty() {
-            return running;
+            return AllInOne { inner: Some(running), process_root: dir.join("process") };
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
