@@ -498,3 +498,29 @@ async fn side_channel_tokens_are_checked() {
     assert_eq!(gone.status, 404, "{}", gone.body);
     m.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphql_lists_the_callers_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = common::all_in_one(dir.path()).await;
+    let addr = running.api_addr;
+    create_folder(addr, USER, "first-folder", "0").await;
+    create_folder(addr, USER, "second-folder", "0").await;
+    create_folder(addr, common::ADMIN, "admins-folder", "0").await;
+    // The query `backend.ai vfolder list` sends (§7.4).
+    let query = "query($limit:Int!, $offset:Int!, $filter: String, $order: String, $group_id: UUID) {\n  vfolder_list(\n      limit:$limit, offset:$offset, filter:$filter, order:$order, group_id:$group_id) {\n    items { host name created_at creator group permission ownership_type status }\n    total_count\n  }\n}";
+    let body = json!({"query": query, "variables": {"limit": 1, "offset": 1, "filter": null, "order": null, "group_id": null}});
+    let reply = call(addr, USER, "POST", "/admin/gql", Some(body)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let page = &reply.json()["data"]["vfolder_list"];
+    assert_eq!(page["total_count"], 2, "the admin's folder is not the user's: {}", reply.body);
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    assert_eq!(page["items"][0]["name"], "second-folder");
+    assert_eq!(page["items"][0]["host"], "local:volume1");
+    assert!(reply.body.find("\"host\"").unwrap() < reply.body.find("\"name\"").unwrap(), "keys in query order");
+    let filtered = json!({"query": query, "variables": {"limit": 10, "offset": 0, "filter": "name == \"x\"", "order": null, "group_id": null}});
+    let reply = call(addr, USER, "POST", "/admin/gql", Some(filtered)).await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.json()["errors"][0]["message"].as_str().unwrap().contains("filter"), "{}", reply.body);
+    running.shutdown().await;
+}

@@ -29,6 +29,7 @@ pub mod filter;
 pub mod keypair;
 pub mod scalars;
 pub mod session;
+pub mod vfolder;
 
 use std::sync::{Arc, LazyLock};
 
@@ -51,7 +52,7 @@ use super::ApiState;
 
 /// The query root: every root field of the schema.
 #[derive(MergedObject, Default)]
-pub struct Query(session::SessionQuery, keypair::KeyPairQuery);
+pub struct Query(session::SessionQuery, keypair::KeyPairQuery, vfolder::VFolderQuery);
 
 /// The schema type.
 pub type GqlSchema = Schema<Query, EmptyMutation, EmptySubscription>;
