@@ -1,11 +1,11 @@
 //! The bai manager as a library: the daemon `bai-manager` is a thin `main.rs` over it.
 //!
-//! This crate will own the manager's API (signed REST and GraphQL), its database (sea-orm
-//! over PostgreSQL, or SQLite as the embedded default), the event bus, the scheduler loop that
-//! drives [`bai_scheduler`], and the agent registry.
-//!
-//! Its integration tests already connect to the real services the manager will use
-//! (PostgreSQL, Redis and etcd; see `tests/services.rs`).
+//! Layers, top down: [`api`] (the Backend.AI client protocol: signed REST, GraphQL, SSE,
+//! WebSocket, the storage side channel) → services ([`sessions`], [`manager`] with the
+//! [`scheduler`] loop and [`lifecycle`] event handling, [`storage`]) → [`db`] (repositories over
+//! sea-orm entities, PostgreSQL or SQLite). [`server`] composes a running manager (optionally
+//! with an embedded agent), [`cli`] is the command line, [`metrics`] the Prometheus endpoint and
+//! [`agent_client`] the agents' RPC clients. See docs/ARCHITECTURE.md for the invariants.
 
 pub mod agent_client;
 pub mod api;
