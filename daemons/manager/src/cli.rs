@@ -1,5 +1,5 @@
 //! The `bai-manager` command line: `schema oneshot`, `fixture populate FILE`, `keypair create`,
-//! `start-server [--all-in-one]`. `main.rs` parses [`Cli`] and calls [`run`].
+//! `start-server [--all-in-one]`. `main.rs` parses [`Cli`] and calls [`run_once`] or [`start`].
 
 use std::path::PathBuf;
 
@@ -16,7 +16,7 @@ pub struct Cli {
     /// The TOML configuration file (see configs/manager.sample.toml).
     #[arg(long, short = 'c', env = "BAI_MANAGER_CONFIG", global = true)]
     pub config: Option<PathBuf>,
-    /// The database URL ([db] url): postgres://… or sqlite://PATH?mode=rwc.
+    /// The database URL (`[db] url`): postgres://… or sqlite://PATH?mode=rwc.
     #[arg(long, env = "BAI_MANAGER_DB_URL", global = true)]
     pub db_url: Option<String>,
     /// What to do.
@@ -93,13 +93,13 @@ pub struct StartArgs {
     /// process); Docker is used when reachable, else local processes.
     #[arg(long)]
     pub all_in_one: bool,
-    /// The API listen address ([manager] api-listen), default 0.0.0.0:8081.
+    /// The API listen address (`[manager] api-listen`), default 0.0.0.0:8081.
     #[arg(long, env = "BAI_MANAGER_API_LISTEN")]
     pub api_listen: Option<std::net::SocketAddr>,
-    /// The agents' RPC token ([agent-rpc] token).
+    /// The agents' RPC token (`[agent-rpc] token`).
     #[arg(long, env = "BAI_MANAGER_AGENT_TOKEN", hide_env_values = true)]
     pub agent_token: Option<String>,
-    /// The Redis URL ([events] redis-url).
+    /// The Redis URL (`[events] redis-url`).
     #[arg(long, env = "BAI_MANAGER_REDIS_URL")]
     pub redis_url: Option<String>,
     /// Loads this fixture at start when the database has no users yet.

@@ -5,8 +5,8 @@
 //! Persisting is all or nothing per pass: placements (kernels assigned, sessions and kernels
 //! SCHEDULED, agents' occupied slots recomputed), pending-timeout cancellations, and the
 //! scheduler's explanation of every waiting session (`status_info` and
-//! `status_data.scheduler`). Two managers never place at once: each pass holds the scheduling
-//! lock ([`crate::lock::SchedulerLock`]).
+//! `status_data.scheduler`). Two managers never place at once: on PostgreSQL each pass holds
+//! the advisory lock [`SCHEDULING_LOCK`] for its transaction; SQLite has a single writer.
 
 use std::collections::{BTreeMap, HashMap};
 
