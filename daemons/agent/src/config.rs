@@ -239,64 +239,64 @@ pub struct Cli {
     /// Check the configuration, print it resolved (token hidden) and exit.
     #[arg(long)]
     pub check_config: bool,
-    /// The agent id ([agent] id).
+    /// The agent id (`[agent] id`).
     #[arg(long, env = "BAI_AGENT_ID")]
     pub id: Option<String>,
-    /// The region reported in heartbeats ([agent] region).
+    /// The region reported in heartbeats (`[agent] region`).
     #[arg(long, env = "BAI_AGENT_REGION")]
     pub region: Option<String>,
-    /// The scaling group this agent serves ([agent] scaling-group).
+    /// The scaling group this agent serves (`[agent] scaling-group`).
     #[arg(long, env = "BAI_AGENT_SCALING_GROUP")]
     pub scaling_group: Option<String>,
-    /// The gRPC listen address ([agent] rpc-listen), default 0.0.0.0:6011.
+    /// The gRPC listen address (`[agent] rpc-listen`), default 0.0.0.0:6011.
     #[arg(long, env = "BAI_AGENT_RPC_LISTEN")]
     pub rpc_listen: Option<SocketAddr>,
-    /// The host the manager should call ([agent] advertised-host).
+    /// The host the manager should call (`[agent] advertised-host`).
     #[arg(long, env = "BAI_AGENT_ADVERTISED_HOST")]
     pub advertised_host: Option<String>,
-    /// The metrics listen address ([agent] metrics-listen), default 0.0.0.0:6003.
+    /// The metrics listen address (`[agent] metrics-listen`), default 0.0.0.0:6003.
     #[arg(long, env = "BAI_AGENT_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
-    /// Seconds between heartbeats ([agent] heartbeat-interval).
+    /// Seconds between heartbeats (`[agent] heartbeat-interval`).
     #[arg(long, env = "BAI_AGENT_HEARTBEAT_INTERVAL")]
     pub heartbeat_interval: Option<f64>,
-    /// Seconds between lifecycle reconciliations ([agent] sync-interval).
+    /// Seconds between lifecycle reconciliations (`[agent] sync-interval`).
     #[arg(long, env = "BAI_AGENT_SYNC_INTERVAL")]
     pub sync_interval: Option<f64>,
-    /// The shared RPC token ([rpc] token). Prefer the environment or a token file.
+    /// The shared RPC token (`[rpc] token`). Prefer the environment or a token file.
     #[arg(long, env = "BAI_AGENT_RPC_TOKEN", hide_env_values = true)]
     pub rpc_token: Option<String>,
-    /// A file holding the RPC token ([rpc] token-file).
+    /// A file holding the RPC token (`[rpc] token-file`).
     #[arg(long, env = "BAI_AGENT_RPC_TOKEN_FILE")]
     pub rpc_token_file: Option<PathBuf>,
-    /// The event transport, `redis` or `memory` ([events] backend).
+    /// The event transport, `redis` or `memory` (`[events] backend`).
     #[arg(long, env = "BAI_AGENT_EVENTS", value_parser = ["redis", "memory"])]
     pub events: Option<String>,
-    /// The Redis URL ([events] redis-url).
+    /// The Redis URL (`[events] redis-url`).
     #[arg(long, env = "BAI_AGENT_REDIS_URL")]
     pub redis_url: Option<String>,
-    /// etcd endpoints, comma-separated ([etcd] endpoints).
+    /// etcd endpoints, comma-separated (`[etcd] endpoints`).
     #[arg(long, env = "BAI_AGENT_ETCD", value_delimiter = ',')]
     pub etcd: Option<Vec<String>>,
-    /// The container backend, `docker` or `process` ([container] backend).
+    /// The container backend, `docker` or `process` (`[container] backend`).
     #[arg(long, env = "BAI_AGENT_BACKEND", value_parser = ["docker", "process"])]
     pub backend: Option<String>,
-    /// The Docker address ([container] docker-host).
+    /// The Docker address (`[container] docker-host`).
     #[arg(long, env = "BAI_AGENT_DOCKER_HOST")]
     pub docker_host: Option<String>,
-    /// The host address service ports are published on ([container] bind-host).
+    /// The host address service ports are published on (`[container] bind-host`).
     #[arg(long, env = "BAI_AGENT_BIND_HOST")]
     pub bind_host: Option<String>,
-    /// The scratch root directory ([container] scratch-root).
+    /// The scratch root directory (`[container] scratch-root`).
     #[arg(long, env = "BAI_AGENT_SCRATCH_ROOT")]
     pub scratch_root: Option<PathBuf>,
-    /// The scratch type, `hostfile`, `memory` or `hostdir` ([container] scratch-type).
+    /// The scratch type, `hostfile`, `memory` or `hostdir` (`[container] scratch-type`).
     #[arg(long, env = "BAI_AGENT_SCRATCH_TYPE", value_parser = ["hostfile", "memory", "hostdir"])]
     pub scratch_type: Option<String>,
-    /// The virtual folder root ([container] vfolder-root).
+    /// The virtual folder root (`[container] vfolder-root`).
     #[arg(long, env = "BAI_AGENT_VFOLDER_ROOT")]
     pub vfolder_root: Option<PathBuf>,
-    /// The host port range for service ports, `FIRST-LAST` ([container] port-range).
+    /// The host port range for service ports, `FIRST-LAST` (`[container] port-range`).
     #[arg(long, env = "BAI_AGENT_PORT_RANGE")]
     pub port_range: Option<String>,
     /// Run something else than the agent.
