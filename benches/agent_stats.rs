@@ -48,7 +48,24 @@ fn net_dev(i: usize) -> String {
 
 /// A memory.stat about as long as the kernel's (v1 prints ~36 lines).
 fn memory_stat(prefix: &str) -> String {
-    let keys = ["cache", "rss", "rss_huge", "shmem", "mapped_file", "dirty", "writeback", "pgpgin", "pgpgout", "pgfault", "pgmajfault", "inactive_anon", "active_anon", "inactive_file", "active_file", "unevictable"];
+    let keys = [
+        "cache",
+        "rss",
+        "rss_huge",
+        "shmem",
+        "mapped_file",
+        "dirty",
+        "writeback",
+        "pgpgin",
+        "pgpgout",
+        "pgfault",
+        "pgmajfault",
+        "inactive_anon",
+        "active_anon",
+        "inactive_file",
+        "active_file",
+        "unevictable",
+    ];
     let mut text = String::new();
     for k in keys {
         text.push_str(&format!("{k} 123456\n"));
@@ -71,7 +88,8 @@ impl Drop for FakeNode {
 }
 
 fn fake_node(v2: bool) -> FakeNode {
-    let root = std::env::temp_dir().join(format!("bai-bench-stats-{}-{}", std::process::id(), if v2 { "v2" } else { "v1" }));
+    let root =
+        std::env::temp_dir().join(format!("bai-bench-stats-{}-{}", std::process::id(), if v2 { "v2" } else { "v1" }));
     let _ = std::fs::remove_dir_all(&root);
     let cg = root.join("sys/fs/cgroup");
     let mut stat = String::from("cpu 100 0 100 1000 0 0 0 0 0 0\n");
@@ -90,7 +108,13 @@ fn fake_node(v2: bool) -> FakeNode {
         if v2 {
             let rel = format!("system.slice/docker-{id}.scope");
             let dir = cg.join(&rel);
-            write(&dir.join("cpu.stat"), &format!("usage_usec {}\nuser_usec 1\nsystem_usec 1\nnr_periods 0\nnr_throttled 0\nthrottled_usec 0\n", 1_000_000 * i));
+            write(
+                &dir.join("cpu.stat"),
+                &format!(
+                    "usage_usec {}\nuser_usec 1\nsystem_usec 1\nnr_periods 0\nnr_throttled 0\nthrottled_usec 0\n",
+                    1_000_000 * i
+                ),
+            );
             write(&dir.join("memory.current"), &format!("{}\n", 100 << 20));
             write(&dir.join("memory.max"), "1073741824\n");
             write(&dir.join("memory.stat"), &memory_stat("workingset_"));
@@ -109,7 +133,11 @@ fn fake_node(v2: bool) -> FakeNode {
             write(&cg.join("cpuset").join(&rel).join("cpuset.cpus"), "0-3\n");
             write(&cg.join("cpu").join(&rel).join("cpu.cfs_quota_us"), "-1\n");
             write(&cg.join("cpu").join(&rel).join("cpu.cfs_period_us"), "100000\n");
-            let lines = ["memory", "cpu,cpuacct", "cpuset", "blkio"].iter().enumerate().map(|(n, c)| format!("{}:{c}:/{rel}\n", n + 1)).collect::<String>();
+            let lines = ["memory", "cpu,cpuacct", "cpuset", "blkio"]
+                .iter()
+                .enumerate()
+                .map(|(n, c)| format!("{}:{c}:/{rel}\n", n + 1))
+                .collect::<String>();
             write(&root.join(format!("proc/{pid}/cgroup")), &lines);
         }
         targets.push(ContainerTarget::new(id, Some(pid)));
@@ -124,7 +152,10 @@ fn real_targets() -> Option<(StatCollector, Vec<ContainerTarget>)> {
     let targets: Vec<_> = (0..CONTAINERS).map(|i| ContainerTarget::new(format!("self-{i}"), Some(pid))).collect();
     let sweep = collector.collect(&targets, Instant::now());
     if !sweep.errors.is_empty() {
-        eprintln!("real-own-cgroup skipped: {}", sweep.errors.values().next().map(ToString::to_string).unwrap_or_default());
+        eprintln!(
+            "real-own-cgroup skipped: {}",
+            sweep.errors.values().next().map(ToString::to_string).unwrap_or_default()
+        );
         return None;
     }
     Some((collector, targets))

@@ -23,13 +23,9 @@ fn resource_slot(c: &mut Criterion) {
     let free = slots(64, 256 << 30, "4");
     let want = slots(2, 8 << 30, "0.5");
     c.bench_function("resource_slot/fits_in", |b| b.iter(|| black_box(&want).fits_in(black_box(&free))));
-    c.bench_function("resource_slot/checked_sub", |b| {
-        b.iter(|| black_box(&free).checked_sub(black_box(&want)))
-    });
+    c.bench_function("resource_slot/checked_sub", |b| b.iter(|| black_box(&free).checked_sub(black_box(&want))));
     let json = serde_json::to_string(&free).expect("serialisable");
-    c.bench_function("resource_slot/from_json", |b| {
-        b.iter(|| serde_json::from_str::<ResourceSlot>(black_box(&json)))
-    });
+    c.bench_function("resource_slot/from_json", |b| b.iter(|| serde_json::from_str::<ResourceSlot>(black_box(&json))));
 }
 
 fn binary_size(c: &mut Criterion) {

@@ -14,7 +14,8 @@ use bai_scheduler::{plan, Config, GroupConfig};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 fn config(policy: &str, selector: &str) -> Config {
-    Config::default().with_default(GroupConfig::from_names(policy, &serde_json::json!({}), selector).expect("built-in names"))
+    Config::default()
+        .with_default(GroupConfig::from_names(policy, &serde_json::json!({}), selector).expect("built-in names"))
 }
 
 fn single_node(c: &mut Criterion) {
@@ -23,9 +24,17 @@ fn single_node(c: &mut Criterion) {
     let mut group = c.benchmark_group("plan/1000-agents-20000-sessions");
     group.sample_size(10);
     group.throughput(Throughput::Elements(snapshot.pending.len() as u64));
-    for (policy, selector) in [("fifo", "dispersed"), ("fifo", "concentrated"), ("fifo", "roundrobin"), ("drf", "dispersed"), ("lifo", "legacy")] {
+    for (policy, selector) in [
+        ("fifo", "dispersed"),
+        ("fifo", "concentrated"),
+        ("fifo", "roundrobin"),
+        ("drf", "dispersed"),
+        ("lifo", "legacy"),
+    ] {
         let cfg = config(policy, selector);
-        group.bench_with_input(BenchmarkId::new(policy, selector), &cfg, |b, cfg| b.iter(|| plan(black_box(&snapshot), cfg, now)));
+        group.bench_with_input(BenchmarkId::new(policy, selector), &cfg, |b, cfg| {
+            b.iter(|| plan(black_box(&snapshot), cfg, now))
+        });
     }
     group.finish();
 }
@@ -38,7 +47,9 @@ fn multi_node(c: &mut Criterion) {
     group.throughput(Throughput::Elements(snapshot.pending.len() as u64));
     for selector in ["dispersed", "concentrated"] {
         let cfg = config("fifo", selector);
-        group.bench_with_input(BenchmarkId::new("fifo", selector), &cfg, |b, cfg| b.iter(|| plan(black_box(&snapshot), cfg, now)));
+        group.bench_with_input(BenchmarkId::new("fifo", selector), &cfg, |b, cfg| {
+            b.iter(|| plan(black_box(&snapshot), cfg, now))
+        });
     }
     group.finish();
 }

@@ -26,7 +26,9 @@ impl AgentSelector for GpuAware {
             .enumerate()
             .filter(|(_, a)| req.requested.fits_in(&a.free))
             // CPU work: CPU nodes first; GPU work can only go to GPU nodes anyway
-            .min_by_key(|(_, a)| (!wants_gpu && !a.available.get("cuda.shares").is_zero(), std::cmp::Reverse(a.free.get("mem"))))
+            .min_by_key(|(_, a)| {
+                (!wants_gpu && !a.available.get("cuda.shares").is_zero(), std::cmp::Reverse(a.free.get("mem")))
+            })
             .map(|(i, _)| i)
     }
 }

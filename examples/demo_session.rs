@@ -55,14 +55,19 @@ impl Client {
             auth = signing::authorization_header(&access_key, &signature),
             len = payload.len(),
         );
-        let mut stream = tokio::net::TcpStream::connect(&self.host).await.map_err(|e| format!("connect {}: {e}", self.host))?;
+        let mut stream =
+            tokio::net::TcpStream::connect(&self.host).await.map_err(|e| format!("connect {}: {e}", self.host))?;
         stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await.map_err(|e| e.to_string())?;
         let text = String::from_utf8_lossy(&raw);
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
         let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            dechunk(body)
+        } else {
+            body.to_string()
+        };
         Ok((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
     }
 }

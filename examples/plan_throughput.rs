@@ -42,7 +42,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if kernels == 0 {
         return Err("--kernels must be at least 1".into());
     }
-    let mut config = Config::default().with_default(GroupConfig::from_names(&policy, &serde_json::json!({}), &selector)?);
+    let mut config =
+        Config::default().with_default(GroupConfig::from_names(&policy, &serde_json::json!({}), &selector)?);
     config.bands = BandMode::HighestOnly;
     let snapshot = cluster::random_cluster(agents, sessions, kernels, seed);
     let now = "2026-01-02T00:00:00Z".parse()?;

@@ -10,8 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let known = KnownSlots::new().with("cuda.shares", SlotType::Count)?;
 
     // What an agent has free, in the original's JSON form.
-    let free: ResourceSlot =
-        serde_json::from_str(r#"{"cpu": "8", "mem": "34359738368", "cuda.shares": "1"}"#)?;
+    let free: ResourceSlot = serde_json::from_str(r#"{"cpu": "8", "mem": "34359738368", "cuda.shares": "1"}"#)?;
 
     // A user's request as the API receives it: sizes may be human strings.
     let request = serde_json::json!({"cpu": 2, "mem": "12g", "cuda.shares": "0.5"});

@@ -129,7 +129,9 @@ impl EventBus for MemoryBus {
     async fn consume(&self, _group: &str, _consumer: &str) -> Result<DeliveryStream> {
         // One process: every consumer sees every event; ids count deliveries.
         let events = self.subscribe().await?;
-        let stream = events.enumerate().map(|(i, item)| item.map(|envelope| Delivery { id: i.to_string(), envelope: Ok(envelope) }));
+        let stream = events
+            .enumerate()
+            .map(|(i, item)| item.map(|envelope| Delivery { id: i.to_string(), envelope: Ok(envelope) }));
         Ok(Box::pin(stream))
     }
 
@@ -183,7 +185,8 @@ impl RedisBus {
     pub fn decode(fields: &std::collections::HashMap<String, redis::Value>) -> Result<Envelope> {
         let text = |key: &str| -> Result<String> {
             match fields.get(key) {
-                Some(v) => redis::from_redis_value::<String>(v).map_err(|e| bus_error("decode event", format!("field {key}: {e}"))),
+                Some(v) => redis::from_redis_value::<String>(v)
+                    .map_err(|e| bus_error("decode event", format!("field {key}: {e}"))),
                 None => Err(bus_error("decode event", format!("field {key} missing"))),
             }
         };
@@ -199,8 +202,10 @@ impl EventBus for RedisBus {
     async fn produce(&self, envelope: &Envelope) -> Result<()> {
         let fields = Self::fields(envelope)?;
         let mut conn = self.connection.clone();
-        let options = redis::streams::StreamAddOptions::default()
-            .trim(redis::streams::StreamTrimStrategy::maxlen(redis::streams::StreamTrimmingMode::Approx, STREAM_MAXLEN));
+        let options = redis::streams::StreamAddOptions::default().trim(redis::streams::StreamTrimStrategy::maxlen(
+            redis::streams::StreamTrimmingMode::Approx,
+            STREAM_MAXLEN,
+        ));
         let _: String = redis::AsyncCommands::xadd_options(&mut conn, EVENT_STREAM, "*", &fields, &options)
             .await
             .map_err(|e| bus_error("XADD events", e))?;
@@ -231,9 +236,10 @@ impl EventBus for RedisBus {
         // Start after the stream's current last entry, fixed now: events produced between
         // this call and the first poll are delivered too.
         let mut conn = conn;
-        let newest: redis::streams::StreamRangeReply = redis::AsyncCommands::xrevrange_count(&mut conn, EVENT_STREAM, "+", "-", 1)
-            .await
-            .map_err(|e| bus_error("XREVRANGE events", e))?;
+        let newest: redis::streams::StreamRangeReply =
+            redis::AsyncCommands::xrevrange_count(&mut conn, EVENT_STREAM, "+", "-", 1)
+                .await
+                .map_err(|e| bus_error("XREVRANGE events", e))?;
         let start = newest.ids.first().map(|e| e.id.clone()).unwrap_or_else(|| "0-0".to_string());
         let state = (conn, start, std::collections::VecDeque::<Result<Envelope>>::new());
         let stream = futures::stream::unfold(state, |(mut conn, mut last, mut pending)| async move {
@@ -267,51 +273,68 @@ impl EventBus for RedisBus {
             .get_multiplexed_async_connection()
             .await
             .map_err(|e| Error::Unreachable { address: redact(&self.url), message: e.to_string() })?;
-        let created: redis::RedisResult<()> = redis::AsyncCommands::xgroup_create_mkstream(&mut conn, EVENT_STREAM, group, "$").await;
+        let created: redis::RedisResult<()> =
+            redis::AsyncCommands::xgroup_create_mkstream(&mut conn, EVENT_STREAM, group, "$").await;
         if let Err(e) = created {
             if e.code() != Some("BUSYGROUP") {
                 return Err(bus_error("XGROUP CREATE", e));
             }
         }
         // First this consumer's own unacknowledged entries ("0"), then new ones (">").
-        let state = (conn, "0".to_string(), std::collections::VecDeque::<Result<Delivery>>::new(), group.to_string(), consumer.to_string());
-        let stream = futures::stream::unfold(state, |(mut conn, mut cursor, mut pending, group, consumer)| async move {
-            loop {
-                if let Some(item) = pending.pop_front() {
-                    return Some((item, (conn, cursor, pending, group, consumer)));
-                }
-                let options = redis::streams::StreamReadOptions::default().group(&group, &consumer).count(100).block(1000);
-                let reply: redis::RedisResult<Option<redis::streams::StreamReadReply>> =
-                    redis::AsyncCommands::xread_options(&mut conn, &[EVENT_STREAM], &[cursor.as_str()], &options).await;
-                match reply {
-                    Ok(Some(reply)) => {
-                        let mut got = 0;
-                        for key in reply.keys {
-                            for entry in key.ids {
-                                got += 1;
-                                let envelope = Self::decode(&entry.map).map_err(|e| e.to_string());
-                                pending.push_back(Ok(Delivery { id: entry.id, envelope }));
+        let state = (
+            conn,
+            "0".to_string(),
+            std::collections::VecDeque::<Result<Delivery>>::new(),
+            group.to_string(),
+            consumer.to_string(),
+        );
+        let stream =
+            futures::stream::unfold(state, |(mut conn, mut cursor, mut pending, group, consumer)| async move {
+                loop {
+                    if let Some(item) = pending.pop_front() {
+                        return Some((item, (conn, cursor, pending, group, consumer)));
+                    }
+                    let options =
+                        redis::streams::StreamReadOptions::default().group(&group, &consumer).count(100).block(1000);
+                    let reply: redis::RedisResult<Option<redis::streams::StreamReadReply>> =
+                        redis::AsyncCommands::xread_options(&mut conn, &[EVENT_STREAM], &[cursor.as_str()], &options)
+                            .await;
+                    match reply {
+                        Ok(Some(reply)) => {
+                            let mut got = 0;
+                            for key in reply.keys {
+                                for entry in key.ids {
+                                    got += 1;
+                                    let envelope = Self::decode(&entry.map).map_err(|e| e.to_string());
+                                    pending.push_back(Ok(Delivery { id: entry.id, envelope }));
+                                }
+                            }
+                            if got == 0 && cursor != ">" {
+                                cursor = ">".to_string();
                             }
                         }
-                        if got == 0 && cursor != ">" {
-                            cursor = ">".to_string();
+                        Ok(None) => {
+                            if cursor != ">" {
+                                cursor = ">".to_string();
+                            }
+                        }
+                        Err(e) => {
+                            return Some((
+                                Err(bus_error("XREADGROUP events", e)),
+                                (conn, cursor, pending, group, consumer),
+                            ))
                         }
                     }
-                    Ok(None) => {
-                        if cursor != ">" {
-                            cursor = ">".to_string();
-                        }
-                    }
-                    Err(e) => return Some((Err(bus_error("XREADGROUP events", e)), (conn, cursor, pending, group, consumer))),
                 }
-            }
-        });
+            });
         Ok(Box::pin(stream))
     }
 
     async fn ack(&self, group: &str, delivery_id: &str) -> Result<()> {
         let mut conn = self.connection.clone();
-        let _: i64 = redis::AsyncCommands::xack(&mut conn, EVENT_STREAM, group, &[delivery_id]).await.map_err(|e| bus_error("XACK", e))?;
+        let _: i64 = redis::AsyncCommands::xack(&mut conn, EVENT_STREAM, group, &[delivery_id])
+            .await
+            .map_err(|e| bus_error("XACK", e))?;
         Ok(())
     }
 

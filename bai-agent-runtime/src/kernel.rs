@@ -181,7 +181,10 @@ impl KernelRuntime {
     /// failure undoes every step and is returned.
     pub async fn create_kernel(&self, config: &KernelConfig) -> Result<Kernel> {
         if self.registry().contains_key(&config.kernel_id) {
-            return Err(Error::invalid("kernel_id", format!("kernel {} already exists on this node", config.kernel_id)));
+            return Err(Error::invalid(
+                "kernel_id",
+                format!("kernel {} already exists on this node", config.kernel_id),
+            ));
         }
         let mut undo = Rollback::default();
         match self.create_steps(config, &mut undo).await {
@@ -250,11 +253,14 @@ impl KernelRuntime {
             owner: self.config.agent_id.clone(),
             owner_user_id: config.owner_user_id.clone(),
             host_ports: host_ports.clone(),
-            allocation: Some(serde_json::to_value(&allocation).map_err(|e| Error::invalid("allocation", e.to_string()))?),
+            allocation: Some(
+                serde_json::to_value(&allocation).map_err(|e| Error::invalid("allocation", e.to_string()))?,
+            ),
             scratch_quota: Some(quota),
             service_ports: image.labels.get(labels::SERVICE_PORTS).cloned(),
         };
-        let short_image = config.image.rsplit('/').next().unwrap_or(&config.image).split([':', '@']).next().unwrap_or("kernel");
+        let short_image =
+            config.image.rsplit('/').next().unwrap_or(&config.image).split([':', '@']).next().unwrap_or("kernel");
         let mut spec = ContainerSpec {
             name: format!("kernel.{short_image}.{}", config.kernel_id),
             image: config.image.clone(),
@@ -298,7 +304,8 @@ impl KernelRuntime {
     /// Stops and removes a kernel's container and releases everything it held. Returns how
     /// its container ended. Destroying an unknown kernel is [`Error::NotFound`].
     pub async fn destroy_kernel(&self, kernel_id: KernelId) -> Result<Option<Termination>> {
-        let kernel = self.kernel(kernel_id).ok_or_else(|| Error::NotFound { kind: "kernel", id: kernel_id.to_string() })?;
+        let kernel =
+            self.kernel(kernel_id).ok_or_else(|| Error::NotFound { kind: "kernel", id: kernel_id.to_string() })?;
         self.runtime.stop(&kernel.container_id, self.config.stop_timeout).await?;
         let termination = match self.runtime.inspect(&kernel.container_id).await {
             Ok(info) => info.termination,
@@ -328,7 +335,8 @@ impl KernelRuntime {
         for info in containers {
             let parsed = KernelLabels::from_labels(&info.labels).and_then(|l| {
                 let allocation: Allocation = match &l.allocation {
-                    Some(v) => serde_json::from_value(v.clone()).map_err(|e| Error::invalid(format!("label {}", labels::ALLOCATION), e.to_string()))?,
+                    Some(v) => serde_json::from_value(v.clone())
+                        .map_err(|e| Error::invalid(format!("label {}", labels::ALLOCATION), e.to_string()))?,
                     None => return Err(Error::invalid(format!("label {}", labels::ALLOCATION), "missing")),
                 };
                 Ok((l, allocation))
@@ -360,7 +368,8 @@ impl KernelRuntime {
                 report.failed.push((info.id.clone(), e.to_string()));
                 continue;
             }
-            let service_ports = labels.service_ports.as_deref().map(labels::parse_service_ports).transpose()?.unwrap_or_default();
+            let service_ports =
+                labels.service_ports.as_deref().map(labels::parse_service_ports).transpose()?.unwrap_or_default();
             let kernel = Kernel {
                 kernel_id: labels.kernel_id,
                 session_id: labels.session_id,

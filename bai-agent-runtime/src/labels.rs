@@ -84,19 +84,24 @@ impl KernelLabels {
     pub fn from_labels(labels: &BTreeMap<String, String>) -> Result<Self> {
         let get = |key: &str| labels.get(key).ok_or_else(|| Error::invalid(format!("label {key}"), "missing"));
         let ports_raw = labels.get(HOST_PORTS).map(String::as_str).unwrap_or("{}");
-        let ports: BTreeMap<String, u16> =
-            serde_json::from_str(ports_raw).map_err(|e| Error::invalid(format!("label {HOST_PORTS}"), e.to_string()))?;
+        let ports: BTreeMap<String, u16> = serde_json::from_str(ports_raw)
+            .map_err(|e| Error::invalid(format!("label {HOST_PORTS}"), e.to_string()))?;
         let mut host_ports = BTreeMap::new();
         for (c, h) in ports {
-            let c: u16 = c.parse().map_err(|_| Error::invalid(format!("label {HOST_PORTS}"), format!("{c:?} is not a port")))?;
+            let c: u16 =
+                c.parse().map_err(|_| Error::invalid(format!("label {HOST_PORTS}"), format!("{c:?} is not a port")))?;
             host_ports.insert(c, h);
         }
         let allocation = match labels.get(ALLOCATION) {
-            Some(raw) => Some(serde_json::from_str(raw).map_err(|e| Error::invalid(format!("label {ALLOCATION}"), e.to_string()))?),
+            Some(raw) => Some(
+                serde_json::from_str(raw).map_err(|e| Error::invalid(format!("label {ALLOCATION}"), e.to_string()))?,
+            ),
             None => None,
         };
         let scratch_quota = match labels.get(SCRATCH_QUOTA) {
-            Some(raw) => Some(raw.parse().map_err(|_| Error::invalid(format!("label {SCRATCH_QUOTA}"), format!("{raw:?} is not a byte count")))?),
+            Some(raw) => Some(raw.parse().map_err(|_| {
+                Error::invalid(format!("label {SCRATCH_QUOTA}"), format!("{raw:?} is not a byte count"))
+            })?),
             None => None,
         };
         Ok(Self {

@@ -135,10 +135,9 @@ pub fn slots_from_wire(field: &str, map: &BTreeMap<String, String>) -> crate::Re
 /// A [`ResourceSlot`] → its wire map (exact decimal strings).
 pub fn slots_to_wire(slots: &ResourceSlot) -> BTreeMap<String, String> {
     match serde_json::to_value(slots) {
-        Ok(serde_json::Value::Object(map)) => map
-            .into_iter()
-            .map(|(k, v)| (k, v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
-            .collect(),
+        Ok(serde_json::Value::Object(map)) => {
+            map.into_iter().map(|(k, v)| (k, v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))).collect()
+        }
         _ => BTreeMap::new(),
     }
 }

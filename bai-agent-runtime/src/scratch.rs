@@ -182,7 +182,10 @@ impl ScratchManager {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 return Err(Error::invalid(
                     "kernel_id",
-                    format!("scratch for {kernel_id} already exists at {}; remove it or reuse it", scratch.dir.display()),
+                    format!(
+                        "scratch for {kernel_id} already exists at {}; remove it or reuse it",
+                        scratch.dir.display()
+                    ),
                 ))
             }
             Err(e) => return Err(Error::io("create scratch directory", &scratch.dir, e)),
@@ -259,7 +262,10 @@ impl ScratchManager {
             Some(usage) if usage.size_bytes > 0 => Ok(()),
             other => Err(Error::invalid(
                 "scratch quota",
-                format!("{} did not get a size-limited filesystem ({other:?}); refusing an unenforced quota", scratch.work.display()),
+                format!(
+                    "{} did not get a size-limited filesystem ({other:?}); refusing an unenforced quota",
+                    scratch.work.display()
+                ),
             )),
         }
     }
@@ -294,7 +300,8 @@ impl ScratchManager {
             unmount(&point)?;
         }
         // std's remove_dir_all never follows symlinks (it unlinks them) and is race-safe.
-        fs::remove_dir_all(&dir).or_else(|e| if e.kind() == io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
+        fs::remove_dir_all(&dir)
+            .or_else(|e| if e.kind() == io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
             .map_err(|e| Error::io("remove scratch", &dir, e))
     }
 
@@ -358,7 +365,10 @@ impl ScratchManager {
     }
 }
 
-async fn blocking<T: Send + 'static>(operation: &'static str, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+async fn blocking<T: Send + 'static>(
+    operation: &'static str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::io(operation, "", io::Error::other(format!("blocking task failed: {e}"))))?
@@ -381,12 +391,18 @@ fn mount_error(operation: &'static str, path: &Path, errno: Errno) -> Error {
 /// Runs a helper program, turning a failure into an error carrying its stderr.
 fn run(command: &mut Command, operation: &'static str, path: &Path) -> Result<()> {
     let program = command.get_program().to_string_lossy().into_owned();
-    let output = command.output().map_err(|e| Error::io(operation, path, io::Error::new(e.kind(), format!("{program}: {e}"))))?;
+    let output = command
+        .output()
+        .map_err(|e| Error::io(operation, path, io::Error::new(e.kind(), format!("{program}: {e}"))))?;
     if output.status.success() {
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
-    Err(Error::io(operation, path, io::Error::other(format!("{program} failed ({}): {}", output.status, stderr.trim()))))
+    Err(Error::io(
+        operation,
+        path,
+        io::Error::other(format!("{program} failed ({}): {}", output.status, stderr.trim())),
+    ))
 }
 
 /// Finds a program on `PATH` or in the usual system directories.
@@ -398,7 +414,10 @@ fn find_program(name: &str) -> Result<PathBuf> {
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
         .ok_or_else(|| {
-            Error::invalid("scratch mode", format!("loop-file scratch needs {name}, which is not on PATH (install e2fsprogs / util-linux)"))
+            Error::invalid(
+                "scratch mode",
+                format!("loop-file scratch needs {name}, which is not on PATH (install e2fsprogs / util-linux)"),
+            )
         })
 }
 
@@ -529,9 +548,17 @@ mod tests {
     fn failed_creation_is_rolled_back() {
         let tmp = tempfile::tempdir().unwrap();
         let fail = PathBuf::from("/bin/false");
-        let m = ScratchManager { root: tmp.path().to_path_buf(), mode: ScratchMode::LoopFile, mkfs: Some(fail.clone()), mount: Some(fail) };
+        let m = ScratchManager {
+            root: tmp.path().to_path_buf(),
+            mode: ScratchMode::LoopFile,
+            mkfs: Some(fail.clone()),
+            mount: Some(fail),
+        };
         let err = m.create_blocking(kid(1), MIN_QUOTA_BYTES).unwrap_err();
-        assert!(err.to_string().contains("format scratch image") && err.to_string().contains("/bin/false failed"), "{err}");
+        assert!(
+            err.to_string().contains("format scratch image") && err.to_string().contains("/bin/false failed"),
+            "{err}"
+        );
         assert!(!m.exists(kid(1)));
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
     }

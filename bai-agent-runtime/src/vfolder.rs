@@ -63,10 +63,9 @@ impl VFolderMount {
     pub fn resolve_at(host_root: &Path, folder: &str, target: &str, permission: MountPermission) -> Result<BindMount> {
         validate_target(target)?;
         let source = resolve_source(host_root, folder)?;
-        let source = source
-            .into_os_string()
-            .into_string()
-            .map_err(|p| Error::invalid("vfolder.folder", format!("{} is not valid UTF-8", PathBuf::from(p).display())))?;
+        let source = source.into_os_string().into_string().map_err(|p| {
+            Error::invalid("vfolder.folder", format!("{} is not valid UTF-8", PathBuf::from(p).display()))
+        })?;
         Ok(BindMount { source, target: target.to_owned(), read_only: permission == MountPermission::ReadOnly })
     }
 }
@@ -94,7 +93,10 @@ fn validate_target(target: &str) -> Result<()> {
         return Err(Error::invalid("vfolder.target", "\"/tmp\" is the kernel's own scratch; mount below or elsewhere"));
     }
     if let Some(reserved) = RESERVED_SUBTREES.iter().find(|r| target_path.starts_with(r)) {
-        return Err(Error::invalid("vfolder.target", format!("{target:?} is inside {reserved}, which the agent mounts")));
+        return Err(Error::invalid(
+            "vfolder.target",
+            format!("{target:?} is inside {reserved}, which the agent mounts"),
+        ));
     }
     Ok(())
 }
@@ -169,7 +171,14 @@ mod tests {
         let canonical = h.root.canonicalize().unwrap().join("user1/data");
         for (perm, ro) in [(ReadOnly, true), (ReadWrite, false), (ReadWriteDelete, false)] {
             let m = VFolderMount::resolve(&h.root, "user1/data", "mydata", perm).unwrap();
-            assert_eq!(m, BindMount { source: canonical.display().to_string(), target: "/home/work/mydata".into(), read_only: ro });
+            assert_eq!(
+                m,
+                BindMount {
+                    source: canonical.display().to_string(),
+                    target: "/home/work/mydata".into(),
+                    read_only: ro
+                }
+            );
         }
         let m = VFolderMount::resolve(&h.root, "user1/data/", ".local", ReadWrite).unwrap();
         assert_eq!(m.target, "/home/work/.local");
@@ -203,7 +212,9 @@ mod tests {
         symlink(&h.root, h.root.join("user1/whole-root")).unwrap();
         // A link to an absolute /etc.
         symlink("/etc", h.root.join("user1/etc")).unwrap();
-        for bad in ["user1/escape", "user1/rel-escape", "user1/chain", "user1/whole-root", "user1/etc", "user1/escape/deeper"] {
+        for bad in
+            ["user1/escape", "user1/rel-escape", "user1/chain", "user1/whole-root", "user1/etc", "user1/escape/deeper"]
+        {
             match VFolderMount::resolve(&h.root, bad, "x", ReadWrite) {
                 Err(Error::Invalid { field, reason }) => {
                     assert_eq!(field, "vfolder.folder", "{bad}");
@@ -227,13 +238,34 @@ mod tests {
     fn refuses_bad_targets() {
         let h = host();
         for bad in ["", "/", ".", "..", "a/b", "x\0"] {
-            assert_eq!(invalid_field(VFolderMount::resolve(&h.root, "user1/data", bad, ReadWrite)), "vfolder.name", "{bad:?}");
+            assert_eq!(
+                invalid_field(VFolderMount::resolve(&h.root, "user1/data", bad, ReadWrite)),
+                "vfolder.name",
+                "{bad:?}"
+            );
         }
         for bad in [
-            "/home/work", "/home", "/home/work/", "/home//work/x", "/home/work/../etc", "relative", "/etc", "/usr/lib",
-            "/proc", "/opt/kernel/x", "/home/config", "/home/config/x", "/opt/backend.ai", "/dev/shm", "/tmp",
+            "/home/work",
+            "/home",
+            "/home/work/",
+            "/home//work/x",
+            "/home/work/../etc",
+            "relative",
+            "/etc",
+            "/usr/lib",
+            "/proc",
+            "/opt/kernel/x",
+            "/home/config",
+            "/home/config/x",
+            "/opt/backend.ai",
+            "/dev/shm",
+            "/tmp",
         ] {
-            assert_eq!(invalid_field(VFolderMount::resolve_at(&h.root, "user1/data", bad, ReadWrite)), "vfolder.target", "{bad:?}");
+            assert_eq!(
+                invalid_field(VFolderMount::resolve_at(&h.root, "user1/data", bad, ReadWrite)),
+                "vfolder.target",
+                "{bad:?}"
+            );
         }
         assert!(VFolderMount::resolve_at(&h.root, "user1/data", "/tmp/data", ReadWrite).is_ok());
         assert!(VFolderMount::resolve_at(&h.root, "user1/data", "/home/configs", ReadWrite).is_ok());

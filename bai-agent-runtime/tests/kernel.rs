@@ -31,7 +31,12 @@ async fn service_image(rt: &DockerRuntime) -> String {
     let archive = {
         // export the base image's filesystem through a container
         let id = rt
-            .create(&bai_agent_runtime::runtime::ContainerSpec { name: unique_name("export"), image: base, cmd: vec!["true".into()], ..Default::default() })
+            .create(&bai_agent_runtime::runtime::ContainerSpec {
+                name: unique_name("export"),
+                image: base,
+                cmd: vec!["true".into()],
+                ..Default::default()
+            })
             .await
             .unwrap();
         let mut stream = rt.client().export_container(&id);
@@ -46,7 +51,10 @@ async fn service_image(rt: &DockerRuntime) -> String {
         from_src: Some("-".into()),
         repo: Some("bai-test/busybox-svc".into()),
         tag: Some("1".into()),
-        changes: vec!["LABEL ai.backend.service-ports=web:http:8080,admin:tcp:9000".into(), "CMD [\"sleep\", \"600\"]".into()],
+        changes: vec![
+            "LABEL ai.backend.service-ports=web:http:8080,admin:tcp:9000".into(),
+            "CMD [\"sleep\", \"600\"]".into(),
+        ],
         ..Default::default()
     };
     let mut stream = rt.client().create_image(Some(options), Some(bollard::body_full(archive.into())), None);
@@ -98,8 +106,14 @@ fn allocator() -> Arc<Allocator> {
     Arc::new(Allocator::new(&capacity, plugins, &AllocatorConfig::default()).unwrap())
 }
 
-fn node(rt: &DockerRuntime, agent: &str, ports: Arc<PortPool>, dirs: Option<(tempfile::TempDir, tempfile::TempDir)>) -> Node {
-    let (scratch_dir, vfolder_dir) = dirs.unwrap_or_else(|| (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()));
+fn node(
+    rt: &DockerRuntime,
+    agent: &str,
+    ports: Arc<PortPool>,
+    dirs: Option<(tempfile::TempDir, tempfile::TempDir)>,
+) -> Node {
+    let (scratch_dir, vfolder_dir) =
+        dirs.unwrap_or_else(|| (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()));
     let scratch = ScratchManager::new(scratch_dir.path(), ScratchMode::LoopFile).unwrap();
     let config = NodeConfig {
         agent_id: AgentId::new(agent).unwrap(),
@@ -138,7 +152,10 @@ fn config(image: &str, mounts: Vec<VFolderRequest>) -> KernelConfig {
 }
 
 async fn sh(rt: &dyn ContainerRuntime, id: &str, script: &str) -> (i64, String) {
-    let mut session = rt.exec(id, &ExecSpec { cmd: vec!["sh".into(), "-c".into(), script.into()], ..Default::default() }).await.unwrap();
+    let mut session = rt
+        .exec(id, &ExecSpec { cmd: vec!["sh".into(), "-c".into(), script.into()], ..Default::default() })
+        .await
+        .unwrap();
     let mut out = Vec::new();
     while let Some(chunk) = session.output.next().await {
         match chunk.unwrap() {
@@ -173,7 +190,8 @@ async fn kernels_hold_and_release_what_they_get() {
     assert_eq!(node.kernels.ports().free(), 2);
 
     // the container sees its GPU, its folders and its limits
-    let (code, env) = sh(rt_dyn, &kernel.container_id, "echo $CUDA_VISIBLE_DEVICES; cat /home/work/data/input.txt").await;
+    let (code, env) =
+        sh(rt_dyn, &kernel.container_id, "echo $CUDA_VISIBLE_DEVICES; cat /home/work/data/input.txt").await;
     assert_eq!(code, 0, "{env}");
     assert!(env.starts_with("0\nread me"), "{env}");
     let (code, out) = sh(rt_dyn, &kernel.container_id, "touch /home/work/data/x").await;
@@ -192,7 +210,11 @@ async fn kernels_hold_and_release_what_they_get() {
     third.resources = request(&[("cpu", "0.5"), ("mem", "268435456")]);
     let err = node.kernels.create_kernel(&third).await.unwrap_err().to_string();
     assert!(err.contains("host ports"), "{err}");
-    assert_eq!(node.kernels.allocator().occupied().get("cpu"), Decimal::from(1), "the failed creation released its CPU");
+    assert_eq!(
+        node.kernels.allocator().occupied().get("cpu"),
+        Decimal::from(1),
+        "the failed creation released its CPU"
+    );
     assert_eq!(node.kernels.kernel_ids().len(), 2);
 
     // destroy releases everything
@@ -239,7 +261,10 @@ async fn bad_requests_change_nothing() {
     let Some(rt) = docker().await else { return };
     let image = service_image(&rt).await;
     let node = node(&rt, &format!("i-bad-{}", std::process::id()), Arc::new(PortPool::new(31800..=31809)), None);
-    let mut cfg = config(&image, vec![VFolderRequest { folder: "../etc".into(), name: "x".into(), permission: MountPermission::ReadOnly }]);
+    let mut cfg = config(
+        &image,
+        vec![VFolderRequest { folder: "../etc".into(), name: "x".into(), permission: MountPermission::ReadOnly }],
+    );
     assert!(node.kernels.create_kernel(&cfg).await.is_err());
     cfg.mounts.clear();
     cfg.resources = request(&[("cpu", "64"), ("mem", "268435456")]);

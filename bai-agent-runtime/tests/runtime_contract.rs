@@ -81,7 +81,13 @@ async fn life_cycle(rt: &dyn ContainerRuntime, image: &str, name: &str, limit_me
 
     // exec with output, environment and exit code
     let mut session = rt
-        .exec(&id, &ExecSpec { cmd: vec!["sh".into(), "-c".into(), "echo $GREETING; echo oops >&2; exit 3".into()], ..Default::default() })
+        .exec(
+            &id,
+            &ExecSpec {
+                cmd: vec!["sh".into(), "-c".into(), "echo $GREETING; echo oops >&2; exit 3".into()],
+                ..Default::default()
+            },
+        )
         .await
         .expect("exec");
     let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -96,7 +102,8 @@ async fn life_cycle(rt: &dyn ContainerRuntime, image: &str, name: &str, limit_me
     assert_eq!(rt.exec_exit_code(&session.id).await.unwrap(), Some(3));
 
     // exec with stdin
-    let mut session = rt.exec(&id, &ExecSpec { cmd: vec!["cat".into()], stdin: true, ..Default::default() }).await.unwrap();
+    let mut session =
+        rt.exec(&id, &ExecSpec { cmd: vec!["cat".into()], stdin: true, ..Default::default() }).await.unwrap();
     let mut stdin = session.stdin.take().expect("stdin requested");
     stdin.write_all(b"through stdin\n").await.unwrap();
     stdin.shutdown().await.unwrap();
@@ -199,7 +206,11 @@ async fn process_runtime_refuses_what_it_cannot_do() {
     let mut s = spec("python:3.11", &unique_name("refuse"), &["true"]);
     assert!(rt.create(&s).await.unwrap_err().to_string().contains("python:3.11"));
     s.image = HOST_IMAGE.into();
-    s.mounts.push(bai_agent_runtime::runtime::BindMount { source: "/etc".into(), target: "/etc".into(), read_only: true });
+    s.mounts.push(bai_agent_runtime::runtime::BindMount {
+        source: "/etc".into(),
+        target: "/etc".into(),
+        read_only: true,
+    });
     assert!(rt.create(&s).await.unwrap_err().to_string().contains("bind mounts"));
     s.mounts.clear();
     let id = rt.create(&s).await.unwrap();
@@ -221,7 +232,9 @@ async fn missing_things_are_clear_errors() {
     assert!(matches!(err, bai_agent_runtime::Error::NotFound { kind: "image", .. }), "{err}");
     let err = rt.create(&spec("bai-no-such/image:0", &unique_name("noimage"), &["true"])).await.unwrap_err();
     assert!(err.to_string().contains("bai-no-such/image"), "{err}");
-    let err = bai_agent_runtime::runtime::docker::DockerRuntime::connect("unix:///nonexistent/docker.sock").await.unwrap_err();
+    let err = bai_agent_runtime::runtime::docker::DockerRuntime::connect("unix:///nonexistent/docker.sock")
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/docker.sock"), "{err}");
 }
 

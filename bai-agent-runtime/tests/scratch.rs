@@ -18,7 +18,10 @@ fn can_mount() -> bool {
     if nix::unistd::Uid::effective().is_root() {
         return true;
     }
-    assert!(!required(), "scratch quota tests must run as root (mount(2) needs CAP_SYS_ADMIN) when BAI_REQUIRE_SERVICES=1");
+    assert!(
+        !required(),
+        "scratch quota tests must run as root (mount(2) needs CAP_SYS_ADMIN) when BAI_REQUIRE_SERVICES=1"
+    );
     eprintln!("skipping: scratch quota tests need root to mount (uid {})", nix::unistd::Uid::effective());
     false
 }
@@ -64,11 +67,13 @@ async fn quota_is_enforced(mode: ScratchMode, quota: u64) {
     assert!(usage.size_bytes <= quota && usage.size_bytes > quota / 2, "{usage:?} for quota {quota}");
 
     let (written, err) = fill(&scratch.work.join("big"), 2 * quota);
-    let err = err.unwrap_or_else(|| panic!("{mode:?}: wrote {written} bytes into a {quota}-byte scratch without error"));
+    let err =
+        err.unwrap_or_else(|| panic!("{mode:?}: wrote {written} bytes into a {quota}-byte scratch without error"));
     assert_eq!(err.raw_os_error(), Some(nix::libc::ENOSPC), "{mode:?}: {err}");
     assert!(written <= quota, "{mode:?}: {written} bytes written past a {quota}-byte quota");
     // The full scratch still answers, and the rest of the host is untouched.
-    assert!(fs::write(scratch.work.join("more"), vec![0u8; 1 << 20]).is_err_and(|e| e.raw_os_error() == Some(nix::libc::ENOSPC)));
+    assert!(fs::write(scratch.work.join("more"), vec![0u8; 1 << 20])
+        .is_err_and(|e| e.raw_os_error() == Some(nix::libc::ENOSPC)));
     assert_eq!(fs::read_to_string(&outside).unwrap(), "outside");
     assert_eq!(fs::read_to_string(scratch.config.join("environ.txt")).unwrap(), "A=1\n");
     assert_eq!(fs::read_to_string(neighbour.work.join("n.txt")).unwrap(), "neighbour");

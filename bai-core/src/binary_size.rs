@@ -75,8 +75,7 @@ impl BinarySize {
         let Some(power) = UNITS.iter().position(|u| *u == unit) else {
             return Err(Error::InvalidSize {
                 input: unit.to_string(),
-                reason: "unknown unit for formatting: expected one of k, m, g, t, p, e or a space"
-                    .into(),
+                reason: "unknown unit for formatting: expected one of k, m, g, t, p, e or a space".into(),
             });
         };
         Ok(format!("{}{unit}", self.in_unit(power)))
@@ -104,9 +103,7 @@ impl BinarySize {
         let divisor = Decimal::from(1u64 << (10 * (power + 1)));
         let exact = Decimal::from(self.0) / divisor;
         let rounded = exact.round_dp_with_strategy(2, RoundingStrategy::MidpointNearestEven);
-        let fits = rounded
-            .checked_mul(divisor)
-            .is_some_and(|b| b <= Decimal::from(u64::MAX));
+        let fits = rounded.checked_mul(divisor).is_some_and(|b| b <= Decimal::from(u64::MAX));
         let value = if fits { rounded } else { exact.trunc_with_scale(2) };
         value.normalize()
     }
@@ -146,10 +143,7 @@ impl FromStr for BinarySize {
     type Err = Error;
 
     fn from_str(input: &str) -> Result<Self> {
-        let err = |reason: &str| Error::InvalidSize {
-            input: input.to_string(),
-            reason: reason.to_string(),
-        };
+        let err = |reason: &str| Error::InvalidSize { input: input.to_string(), reason: reason.to_string() };
         let cleaned: String = input.trim().chars().filter(|c| *c != '_').collect();
         if cleaned.is_empty() {
             return Err(err("empty size: expected a number with an optional k/m/g/t/p/e suffix"));
@@ -158,16 +152,10 @@ impl FromStr for BinarySize {
             return Err(err("sizes cannot be negative"));
         }
         if cleaned.bytes().all(|b| b.is_ascii_digit()) {
-            return cleaned
-                .parse::<u64>()
-                .map(Self)
-                .map_err(|_| err("too large: sizes are limited to 16 EiB"));
+            return cleaned.parse::<u64>().map(Self).map_err(|_| err("too large: sizes are limited to 16 EiB"));
         }
         let lower = cleaned.to_ascii_lowercase();
-        let stem = ENDINGS
-            .iter()
-            .find_map(|ending| lower.strip_suffix(ending))
-            .unwrap_or(&lower);
+        let stem = ENDINGS.iter().find_map(|ending| lower.strip_suffix(ending)).unwrap_or(&lower);
         let (number, scale) = match stem.chars().last() {
             Some(c) if c.is_ascii_digit() || c == '.' => (stem, 1u64),
             Some(c) => {
@@ -176,14 +164,8 @@ impl FromStr for BinarySize {
                     ' ' => 1,
                     _ => match UNITS.iter().position(|u| *u == c) {
                         Some(power) => 1u64 << (10 * (power + 1)),
-                        None if matches!(c, 'z' | 'y') => {
-                            return Err(err("too large: sizes are limited to 16 EiB"))
-                        }
-                        None => {
-                            return Err(err(
-                                "unknown unit: expected a number with an optional k/m/g/t/p/e suffix",
-                            ))
-                        }
+                        None if matches!(c, 'z' | 'y') => return Err(err("too large: sizes are limited to 16 EiB")),
+                        None => return Err(err("unknown unit: expected a number with an optional k/m/g/t/p/e suffix")),
                     },
                 };
                 (number, scale)
@@ -205,10 +187,7 @@ impl FromStr for BinarySize {
             .checked_mul(Decimal::from(scale))
             .ok_or_else(|| err("too large: sizes are limited to 16 EiB"))?
             .trunc();
-        bytes
-            .to_u64()
-            .map(Self)
-            .ok_or_else(|| err("too large: sizes are limited to 16 EiB"))
+        bytes.to_u64().map(Self).ok_or_else(|| err("too large: sizes are limited to 16 EiB"))
     }
 }
 

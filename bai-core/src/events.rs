@@ -14,19 +14,13 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::ids::{AgentId, KernelId, SessionId};
 
-fn next_arg<T: DeserializeOwned>(
-    args: &mut std::vec::IntoIter<Value>,
-    event: &str,
-    field: &str,
-) -> Result<T> {
+fn next_arg<T: DeserializeOwned>(args: &mut std::vec::IntoIter<Value>, event: &str, field: &str) -> Result<T> {
     let value = args.next().ok_or_else(|| Error::InvalidEvent {
         name: event.to_string(),
         reason: format!("missing argument `{field}`"),
     })?;
-    serde_json::from_value(value).map_err(|e| Error::InvalidEvent {
-        name: event.to_string(),
-        reason: format!("argument `{field}`: {e}"),
-    })
+    serde_json::from_value(value)
+        .map_err(|e| Error::InvalidEvent { name: event.to_string(), reason: format!("argument `{field}`: {e}") })
 }
 
 macro_rules! events {
@@ -266,14 +260,35 @@ pub enum KernelLifecycleReason {
 impl KernelLifecycleReason {
     /// Every reason.
     pub const ALL: &'static [Self] = &[
-        Self::AgentTermination, Self::AlreadyTerminated, Self::AnomalyDetected,
-        Self::NewContainerStarted, Self::ResumingAgentOperation, Self::SelfTerminated,
-        Self::TerminatedUnknownContainer, Self::NotFoundInManager, Self::ContainerNotFound,
-        Self::FailedToCreate, Self::FailedToStart, Self::BootstrapTimeout, Self::Restarting,
-        Self::RestartTimeout, Self::ExecTimeout, Self::HangTimeout, Self::IdleTimeout,
-        Self::IdleSessionLifetime, Self::IdleUtilization, Self::PendingTimeout, Self::TaskFailed,
-        Self::TaskTimeout, Self::TaskCancelled, Self::TaskFinished, Self::ForceTerminated,
-        Self::UserRequested, Self::KilledByEvent, Self::ServiceScaledDown, Self::Unknown,
+        Self::AgentTermination,
+        Self::AlreadyTerminated,
+        Self::AnomalyDetected,
+        Self::NewContainerStarted,
+        Self::ResumingAgentOperation,
+        Self::SelfTerminated,
+        Self::TerminatedUnknownContainer,
+        Self::NotFoundInManager,
+        Self::ContainerNotFound,
+        Self::FailedToCreate,
+        Self::FailedToStart,
+        Self::BootstrapTimeout,
+        Self::Restarting,
+        Self::RestartTimeout,
+        Self::ExecTimeout,
+        Self::HangTimeout,
+        Self::IdleTimeout,
+        Self::IdleSessionLifetime,
+        Self::IdleUtilization,
+        Self::PendingTimeout,
+        Self::TaskFailed,
+        Self::TaskTimeout,
+        Self::TaskCancelled,
+        Self::TaskFinished,
+        Self::ForceTerminated,
+        Self::UserRequested,
+        Self::KilledByEvent,
+        Self::ServiceScaledDown,
+        Self::Unknown,
     ];
 
     /// The wire string, e.g. `user-requested`.
@@ -333,9 +348,13 @@ mod tests {
     fn wire_form_uses_original_names_and_order() {
         let kid: KernelId = "11111111-1111-4111-8111-111111111111".parse().unwrap();
         let sid: SessionId = "22222222-2222-4222-8222-222222222222".parse().unwrap();
-        let ev = Event::KernelTerminated { kernel_id: kid, session_id: sid, reason: "user-requested".into(), exit_code: 0 };
+        let ev =
+            Event::KernelTerminated { kernel_id: kid, session_id: sid, reason: "user-requested".into(), exit_code: 0 };
         let text = serde_json::to_value(&ev).unwrap();
-        assert_eq!(text, json!({"name": "kernel_terminated", "args": [kid.to_string(), sid.to_string(), "user-requested", 0]}));
+        assert_eq!(
+            text,
+            json!({"name": "kernel_terminated", "args": [kid.to_string(), sid.to_string(), "user-requested", 0]})
+        );
         assert_eq!(serde_json::from_value::<Event>(text).unwrap(), ev);
         assert_eq!(ev.session_id(), Some(sid));
 

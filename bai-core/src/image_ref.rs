@@ -66,10 +66,10 @@ impl ImageRef {
     }
     /// The same image for another architecture.
     pub fn with_architecture(mut self, arch: &str) -> Result<Self> {
-        self.architecture = Some(normalize_architecture(arch).map_err(|reason| Error::InvalidImageRef {
-            input: arch.to_string(),
-            reason,
-        })?);
+        self.architecture = Some(
+            normalize_architecture(arch)
+                .map_err(|reason| Error::InvalidImageRef { input: arch.to_string(), reason })?,
+        );
         Ok(self)
     }
     /// `registry/project/name:tag` (or `…@sha256:…` with a digest), without the architecture:
@@ -100,11 +100,7 @@ pub fn normalize_architecture(arch: &str) -> std::result::Result<String, String>
         "ppc64le" => "ppc64le",
         "s390x" => "s390x",
         "riscv64" => "riscv64",
-        _ => {
-            return Err(format!(
-                "unknown architecture {arch:?}: expected x86_64, aarch64, ppc64le, s390x or riscv64"
-            ))
-        }
+        _ => return Err(format!("unknown architecture {arch:?}: expected x86_64, aarch64, ppc64le, s390x or riscv64")),
     };
     Ok(normalized.to_string())
 }
@@ -137,17 +133,16 @@ impl FromStr for ImageRef {
             None => (text, None, None),
         };
         let mut parts: Vec<&str> = rest.split('/').collect();
-        let registry = if parts.len() > 1
-            && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost")
-        {
-            let reg = parts.remove(0);
-            if !reg.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':')) {
-                return Err(err(format!("invalid registry {reg:?}")));
-            }
-            reg.to_string()
-        } else {
-            DEFAULT_REGISTRY.to_string()
-        };
+        let registry =
+            if parts.len() > 1 && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost") {
+                let reg = parts.remove(0);
+                if !reg.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':')) {
+                    return Err(err(format!("invalid registry {reg:?}")));
+                }
+                reg.to_string()
+            } else {
+                DEFAULT_REGISTRY.to_string()
+            };
         let last = parts.pop().unwrap_or_default();
         let (name, tag) = match last.split_once(':') {
             Some((name, tag)) => (name, tag),
@@ -169,9 +164,7 @@ impl FromStr for ImageRef {
             || tag.len() > 128
             || !tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         {
-            return Err(err(format!(
-                "invalid tag {tag:?}: expected 1 to 128 letters, digits, '.', '_' or '-'"
-            )));
+            return Err(err(format!("invalid tag {tag:?}: expected 1 to 128 letters, digits, '.', '_' or '-'")));
         }
         Ok(Self {
             registry,

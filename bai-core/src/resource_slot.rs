@@ -103,20 +103,14 @@ impl KnownSlots {
 /// Checks a slot name: `<device>[.<kind>][:<profile>]`, lowercase ASCII letters, digits and
 /// `.`, `_`, `-`, `:`; starting with a letter; at most 64 characters.
 pub fn validate_slot_name(name: &str) -> Result<()> {
-    let err = |reason: &str| Error::InvalidSlotName {
-        name: name.to_string(),
-        reason: reason.to_string(),
-    };
+    let err = |reason: &str| Error::InvalidSlotName { name: name.to_string(), reason: reason.to_string() };
     if name.is_empty() || name.len() > 64 {
         return Err(err("expected 1 to 64 characters"));
     }
     if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
         return Err(err("must start with a lowercase letter"));
     }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-' | ':'))
-    {
+    if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-' | ':')) {
         return Err(err("expected lowercase letters, digits, '.', '_', '-' or ':'"));
     }
     Ok(())
@@ -221,15 +215,10 @@ impl ResourceSlot {
         keys.into_iter()
     }
 
-    fn zip_with(
-        &self,
-        other: &Self,
-        op: impl Fn(Decimal, Decimal) -> Option<Decimal>,
-    ) -> Result<Self> {
+    fn zip_with(&self, other: &Self, op: impl Fn(Decimal, Decimal) -> Option<Decimal>) -> Result<Self> {
         let mut out = BTreeMap::new();
         for key in self.union_keys(other) {
-            let value = op(self.get(key), other.get(key))
-                .ok_or_else(|| Error::Overflow { slot: key.to_string() })?;
+            let value = op(self.get(key), other.get(key)).ok_or_else(|| Error::Overflow { slot: key.to_string() })?;
             out.insert(key.to_string(), value);
         }
         Ok(Self(out))
@@ -249,9 +238,7 @@ impl ResourceSlot {
     pub fn checked_mul(&self, factor: Decimal) -> Result<Self> {
         let mut out = BTreeMap::new();
         for (key, value) in &self.0 {
-            let v = value
-                .checked_mul(factor)
-                .ok_or_else(|| Error::Overflow { slot: key.clone() })?;
+            let v = value.checked_mul(factor).ok_or_else(|| Error::Overflow { slot: key.clone() })?;
             out.insert(key.clone(), v);
         }
         Ok(Self(out))
@@ -377,12 +364,10 @@ fn unknown_slot(name: &str) -> Error {
 
 fn parse_decimal(slot: &str, text: &str) -> Result<Decimal> {
     let text = text.trim();
-    Decimal::from_str(text)
-        .or_else(|_| Decimal::from_scientific(text))
-        .map_err(|_| Error::InvalidSlotValue {
-            slot: slot.to_string(),
-            reason: format!("{text:?} is not a decimal number"),
-        })
+    Decimal::from_str(text).or_else(|_| Decimal::from_scientific(text)).map_err(|_| Error::InvalidSlotValue {
+        slot: slot.to_string(),
+        reason: format!("{text:?} is not a decimal number"),
+    })
 }
 
 fn convert_user_value(slot: &str, raw: &serde_json::Value, slot_type: SlotType) -> Result<Decimal> {
@@ -394,9 +379,7 @@ fn convert_user_value(slot: &str, raw: &serde_json::Value, slot_type: SlotType) 
             if let Some(rest) = trimmed.strip_prefix('-') {
                 return Err(err(format!("-{rest} is negative; resource amounts must be zero or more")));
             }
-            BinarySize::parse(trimmed)
-                .map(Decimal::from)
-                .map_err(|e| err(e.to_string()))
+            BinarySize::parse(trimmed).map(Decimal::from).map_err(|e| err(e.to_string()))
         }
         (SlotType::Bytes, Value::Number(n)) => {
             let d = parse_decimal(slot, &n.to_string())?;
@@ -575,10 +558,7 @@ mod tests {
     fn json_form_matches_the_original() {
         let slot = rs(serde_json::json!({"cpu": "2", "mem": "4294967296", "cuda.shares": "0.5"}));
         assert_eq!(slot.get("cuda.shares"), d("0.5"));
-        assert_eq!(
-            serde_json::to_string(&slot).unwrap(),
-            r#"{"cpu":"2","cuda.shares":"0.5","mem":"4294967296"}"#
-        );
+        assert_eq!(serde_json::to_string(&slot).unwrap(), r#"{"cpu":"2","cuda.shares":"0.5","mem":"4294967296"}"#);
         // numbers are accepted too, and trailing zeros are dropped on output
         let slot = rs(serde_json::json!({"cpu": 2.50, "mem": "1024.000"}));
         assert_eq!(serde_json::to_string(&slot).unwrap(), r#"{"cpu":"2.5","mem":"1024"}"#);
@@ -685,10 +665,9 @@ mod tests {
 
     fn slot_strategy() -> impl Strategy<Value = ResourceSlot> {
         let names = prop::sample::select(vec!["cpu", "mem", "cuda.shares", "cuda.device", "tpu.device"]);
-        let amount = (-1_000_000_000_000i64..1_000_000_000_000i64, 0u32..4)
-            .prop_map(|(m, scale)| Decimal::new(m, scale));
-        prop::collection::btree_map(names, amount, 0..5)
-            .prop_map(|m| ResourceSlot::from_pairs(m).expect("valid names"))
+        let amount =
+            (-1_000_000_000_000i64..1_000_000_000_000i64, 0u32..4).prop_map(|(m, scale)| Decimal::new(m, scale));
+        prop::collection::btree_map(names, amount, 0..5).prop_map(|m| ResourceSlot::from_pairs(m).expect("valid names"))
     }
 
     proptest! {

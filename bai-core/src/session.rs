@@ -281,9 +281,7 @@ pub fn validate_container_path(path: &str) -> std::result::Result<(), String> {
     }
     const RESERVED: [&str; 7] = ["bin", "etc", "lib", "proc", "sys", "usr", "opt/kernel"];
     let joined = components.join("/");
-    if components.is_empty()
-        || RESERVED.iter().any(|r| joined == *r || joined.starts_with(&format!("{r}/")))
-    {
+    if components.is_empty() || RESERVED.iter().any(|r| joined == *r || joined.starts_with(&format!("{r}/"))) {
         return Err(format!("{path:?} is a system directory"));
     }
     Ok(())
@@ -338,7 +336,10 @@ mod tests {
             (json!({"mounts": [{"source": "d", "target": "/home/work/../../etc"}]}), "invalid mounts[0].target"),
             (json!({"mounts": [{"source": "d", "target": "relative"}]}), "invalid mounts[0].target"),
             (json!({"mounts": [{"source": "d", "target": "/usr/lib"}]}), "invalid mounts[0].target"),
-            (json!({"mounts": [{"source": "d"}, {"source": "e", "target": "/home/work/d"}]}), "invalid mounts[1].target"),
+            (
+                json!({"mounts": [{"source": "d"}, {"source": "e", "target": "/home/work/d"}]}),
+                "invalid mounts[1].target",
+            ),
             (json!({"environ": {"1BAD": "x"}}), "invalid environ.1BAD"),
         ] {
             let err = spec(extra.clone()).unwrap().validate().unwrap_err().to_string();

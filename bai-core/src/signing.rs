@@ -160,9 +160,8 @@ pub fn parse_authorization(header: &str) -> Result<AuthHeader> {
         return Err(bad("unsupported signMethod: expected HMAC-SHA256"));
     }
     let credential = credential.ok_or_else(|| bad("the Authorization header has no credential"))?;
-    let (ak, sig) = credential
-        .split_once(':')
-        .ok_or_else(|| bad("malformed credential: expected ACCESS_KEY:SIGNATURE"))?;
+    let (ak, sig) =
+        credential.split_once(':').ok_or_else(|| bad("malformed credential: expected ACCESS_KEY:SIGNATURE"))?;
     if sig.is_empty() || !sig.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(bad("malformed credential: the signature must be hexadecimal"));
     }
@@ -198,8 +197,11 @@ pub fn check_clock_skew(date: &DateTime<FixedOffset>, now: DateTime<Utc>) -> Res
     let skew = date.with_timezone(&Utc) - now;
     if skew.abs() > MAX_CLOCK_SKEW {
         return Err(Error::InvalidAuthParams {
-            reason: format!("Date/time sync error: the request date is {}s away from the server's clock (at most {}s allowed)",
-                skew.num_seconds(), MAX_CLOCK_SKEW.num_seconds()),
+            reason: format!(
+                "Date/time sync error: the request date is {}s away from the server's clock (at most {}s allowed)",
+                skew.num_seconds(),
+                MAX_CLOCK_SKEW.num_seconds()
+            ),
         });
     }
     Ok(())
@@ -219,7 +221,14 @@ mod tests {
     const HOST: &str = "127.0.0.1:8081";
 
     fn req<'a>(method: &'a str, path: &'a str, ctype: &'a str) -> RequestToSign<'a> {
-        RequestToSign { method, path_and_query: path, date: DATE, host: HOST, content_type: ctype, api_version: API_VERSION }
+        RequestToSign {
+            method,
+            path_and_query: path,
+            date: DATE,
+            host: HOST,
+            content_type: ctype,
+            api_version: API_VERSION,
+        }
     }
 
     #[test]
@@ -242,8 +251,18 @@ mod tests {
     #[test]
     fn signatures_match_the_vectors() {
         let cases = [
-            ("GET", "/folders/_/hosts", "text/plain", "45ee43f01f31d0735bbf5cd87ca4a10c122a42164eb3298a518e79467243a132"),
-            ("POST", "/admin/gql", "application/json", "b2c10152d1c788b0790bde66c57c008cad2625156689e7f80f2290d38931e0ec"),
+            (
+                "GET",
+                "/folders/_/hosts",
+                "text/plain",
+                "45ee43f01f31d0735bbf5cd87ca4a10c122a42164eb3298a518e79467243a132",
+            ),
+            (
+                "POST",
+                "/admin/gql",
+                "application/json",
+                "b2c10152d1c788b0790bde66c57c008cad2625156689e7f80f2290d38931e0ec",
+            ),
             (
                 "GET",
                 "/events/session?sessionName=mysess01&scope=*",
@@ -261,10 +280,15 @@ mod tests {
         }
         // parameters of the content type are not signed
         let with_charset = req("POST", "/admin/gql", "Application/JSON; charset=utf-8");
-        assert_eq!(sign(SECRET, &with_charset).unwrap(), "b2c10152d1c788b0790bde66c57c008cad2625156689e7f80f2290d38931e0ec");
+        assert_eq!(
+            sign(SECRET, &with_charset).unwrap(),
+            "b2c10152d1c788b0790bde66c57c008cad2625156689e7f80f2290d38931e0ec"
+        );
         // anything else that changes breaks the signature
         let other_path = req("GET", "/folders/_/hosts?x=1", "text/plain");
-        assert!(!verify(SECRET, &other_path, "45ee43f01f31d0735bbf5cd87ca4a10c122a42164eb3298a518e79467243a132").unwrap());
+        assert!(
+            !verify(SECRET, &other_path, "45ee43f01f31d0735bbf5cd87ca4a10c122a42164eb3298a518e79467243a132").unwrap()
+        );
     }
 
     #[test]

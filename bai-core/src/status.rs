@@ -309,13 +309,8 @@ pub fn derive_session_status(kernels: &[KernelStatus]) -> Result<SessionStatus> 
     if kernels.contains(&K::Error) {
         return Ok(S::Error);
     }
-    if let Some(k) = kernels
-        .iter()
-        .find(|k| matches!(k, K::Building | K::Restarting | K::Resizing | K::Suspended))
-    {
-        return Err(Error::UnderivableStatus {
-            reason: format!("a kernel of a multi-kernel session is {k}"),
-        });
+    if let Some(k) = kernels.iter().find(|k| matches!(k, K::Building | K::Restarting | K::Resizing | K::Suspended)) {
+        return Err(Error::UnderivableStatus { reason: format!("a kernel of a multi-kernel session is {k}") });
     }
     let mut candidate = first.to_session_status();
     for kernel in &kernels[1..] {
@@ -326,13 +321,10 @@ pub fn derive_session_status(kernels: &[KernelStatus]) -> Result<SessionStatus> 
             (S::Running, S::Creating) => S::Creating,
             (S::Terminated, S::Terminating) => S::Terminating,
             (S::Scheduled | S::Preparing, S::Pulling) => S::Pulling,
-            (
-                S::Pending | S::Scheduled | S::Preparing | S::Pulling | S::Prepared | S::Creating,
-                S::Cancelled,
-            ) => S::Cancelled,
-            (S::Cancelled, S::Pending | S::Scheduled | S::Preparing | S::Pulling | S::Prepared) => {
+            (S::Pending | S::Scheduled | S::Preparing | S::Pulling | S::Prepared | S::Creating, S::Cancelled) => {
                 S::Cancelled
             }
+            (S::Cancelled, S::Pending | S::Scheduled | S::Preparing | S::Pulling | S::Prepared) => S::Cancelled,
             // pairs that keep the candidate
             (S::Scheduled, S::Prepared)
             | (S::Prepared, S::Scheduled)

@@ -19,9 +19,9 @@ use bai_core::{AgentStatus, ResourceSlot};
 
 use crate::amount::Amount;
 use crate::plan::SlotShortage;
-use crate::selector::{slot_rank, Strategy};
 #[cfg(doc)]
 use crate::selector::priority_order;
+use crate::selector::{slot_rank, Strategy};
 use crate::snapshot::{AgentSnapshot, Snapshot};
 
 /// Slot names to dense indexes, and the fixed-point scale of the snapshot.
@@ -384,7 +384,12 @@ impl<V: Amount> Cluster<V> {
 
     fn build_shape(&self, p: usize, shape: &ShapeKey, request: &[V]) -> ShapeIndex<V> {
         let part = &self.partitions[p];
-        let mut index = ShapeIndex { strategy: shape.strategy, order: shape.order.clone(), root: BTreeMap::new(), keys: Vec::new() };
+        let mut index = ShapeIndex {
+            strategy: shape.strategy,
+            order: shape.order.clone(),
+            root: BTreeMap::new(),
+            keys: Vec::new(),
+        };
         for (pos, &agent) in part.agents.iter().enumerate() {
             let e = extras(request, &self.agents[agent]);
             let values = self.key(agent, &shape.order, shape.strategy);
@@ -474,7 +479,9 @@ struct Search<'s, V> {
 impl<V: Amount> Search<'_, V> {
     fn find(&self, node: &Node<V>, level: usize) -> Option<usize> {
         match node {
-            Node::Leaf(set) => set.iter().map(|&pos| self.positions[pos]).find(|&a| fits(self.request, &self.agents[a].free)),
+            Node::Leaf(set) => {
+                set.iter().map(|&pos| self.positions[pos]).find(|&a| fits(self.request, &self.agents[a].free))
+            }
             Node::Inner(map) => {
                 let r = self.request[self.order[level]];
                 match self.strategy {

@@ -27,12 +27,15 @@ mod snapshot;
 
 pub use config::{BandMode, Config, GroupConfig};
 pub use error::{Error, Result};
-pub use plan::{explain_reason, BlockReason, Blocked, Cancellation, KernelPlacement, Placement, Plan, PredicateFailure, SlotShortage};
+pub use plan::{
+    explain_reason, BlockReason, Blocked, Cancellation, KernelPlacement, Placement, Plan, PredicateFailure,
+    SlotShortage,
+};
 pub use planner::{plan, plan_with_decimal_amounts};
 pub use simulate::{simulate, Arrival, KeyReport, SimulationOptions, SimulationReport};
 pub use snapshot::{
-    AgentSnapshot, DefaultForUnspecified, DependencyState, KernelRequest, KeypairPolicy, KeypairUsage, PendingSession, Policies,
-    ResourceLimit, RoundRobinState, Snapshot, Usage,
+    AgentSnapshot, DefaultForUnspecified, DependencyState, KernelRequest, KeypairPolicy, KeypairUsage, PendingSession,
+    Policies, ResourceLimit, RoundRobinState, Snapshot, Usage,
 };
 
 pub use bai_core;

@@ -122,9 +122,10 @@ impl BlockReason {
     pub fn status_info(&self) -> &'static str {
         match self {
             Self::PredicatesFailed { .. } => "predicate-checks-failed",
-            Self::NoResources { .. } | Self::NoAgents { .. } | Self::DesignatedAgentUnavailable { .. } | Self::SelectorDeclined { .. } => {
-                "no-available-instances"
-            }
+            Self::NoResources { .. }
+            | Self::NoAgents { .. }
+            | Self::DesignatedAgentUnavailable { .. }
+            | Self::SelectorDeclined { .. } => "no-available-instances",
             Self::LowerPriority { .. } => "lower-priority",
             Self::SessionTypeNotAllowed { .. } | Self::InvalidRequest { .. } => "scheduler-error",
         }

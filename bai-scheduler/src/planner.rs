@@ -81,7 +81,13 @@ pub fn plan_with_decimal_amounts(snapshot: &Snapshot, config: &Config, now: Date
     }
 }
 
-fn run<V: Amount>(snapshot: &Snapshot, config: &Config, now: DateTime<Utc>, cluster: Cluster<V>, totals: &[ResourceSlot]) -> Plan {
+fn run<V: Amount>(
+    snapshot: &Snapshot,
+    config: &Config,
+    now: DateTime<Utc>,
+    cluster: Cluster<V>,
+    totals: &[ResourceSlot],
+) -> Plan {
     let mut planner = Planner {
         snapshot,
         config,
@@ -198,9 +204,12 @@ impl<'a, V: Amount> Planner<'a, V> {
             }
             for i in band {
                 if !self.tried[i] {
-                    self.block(&snapshot.pending[i], BlockReason::InvalidRequest {
-                        reason: format!("the {} queue policy never offered this session", gcfg.queue.name()),
-                    });
+                    self.block(
+                        &snapshot.pending[i],
+                        BlockReason::InvalidRequest {
+                            reason: format!("the {} queue policy never offered this session", gcfg.queue.name()),
+                        },
+                    );
                 }
             }
         }
@@ -214,7 +223,11 @@ impl<'a, V: Amount> Planner<'a, V> {
         let mut chosen: Vec<usize> = Vec::with_capacity(requests.len());
         let mut reserved: Vec<(usize, Vec<V>)> = Vec::new();
         for (i_request, request) in requests.iter().enumerate() {
-            let converted = if single { Some(self.cluster.session_totals[i].clone()) } else { self.cluster.slots.dense::<V>(request) };
+            let converted = if single {
+                Some(self.cluster.session_totals[i].clone())
+            } else {
+                self.cluster.slots.dense::<V>(request)
+            };
             let Some(dense) = converted else {
                 for (agent, dense) in reserved.iter().rev() {
                     self.cluster.apply(*agent, dense, false);
@@ -307,8 +320,13 @@ impl<'a, V: Amount> Planner<'a, V> {
             _ => {
                 let agents = self.cluster.partitions[p].agents.clone();
                 let rr = self.cluster.partitions[p].rr_next;
-                self.choose_linear(s, gcfg, request, dense, &agents, rr)
-                    .map_err(|declined| if declined { BlockReason::SelectorDeclined { selector: gcfg.selector.name().to_string() } } else { no_resources(Vec::new()) })
+                self.choose_linear(s, gcfg, request, dense, &agents, rr).map_err(|declined| {
+                    if declined {
+                        BlockReason::SelectorDeclined { selector: gcfg.selector.name().to_string() }
+                    } else {
+                        no_resources(Vec::new())
+                    }
+                })
             }
         }
     }
@@ -332,19 +350,35 @@ impl<'a, V: Amount> Planner<'a, V> {
                     id: &snap.id,
                     available: &snap.available_slots,
                     free: self.cluster.free_slots(a),
-                    endpoint_kernels: s.endpoint_kernel_counts.as_ref().and_then(|c| c.get(&snap.id).copied()).unwrap_or(0),
+                    endpoint_kernels: s
+                        .endpoint_kernel_counts
+                        .as_ref()
+                        .and_then(|c| c.get(&snap.id).copied())
+                        .unwrap_or(0),
                 }
             })
             .collect();
-        let req = SelectionRequest { session: s, requested: request, resource_priority: &self.config.resource_priority, roundrobin_next };
+        let req = SelectionRequest {
+            session: s,
+            requested: request,
+            resource_priority: &self.config.resource_priority,
+            roundrobin_next,
+        };
         match gcfg.selector.select(&req, &views) {
             Some(i) if i < agents.len() && fits(dense, &self.cluster.agents[agents[i]].free) => Ok(agents[i]),
             _ => Err(agents.iter().any(|&a| fits(dense, &self.cluster.agents[a].free))),
         }
     }
 
-    fn choose_designated(&self, s: &'a PendingSession, gcfg: &GroupConfig, request: &ResourceSlot, dense: &[V]) -> Result<usize, BlockReason> {
-        let unavailable = |reason: String| BlockReason::DesignatedAgentUnavailable { agents: s.designated_agents.clone(), reason };
+    fn choose_designated(
+        &self,
+        s: &'a PendingSession,
+        gcfg: &GroupConfig,
+        request: &ResourceSlot,
+        dense: &[V],
+    ) -> Result<usize, BlockReason> {
+        let unavailable =
+            |reason: String| BlockReason::DesignatedAgentUnavailable { agents: s.designated_agents.clone(), reason };
         let agents: Vec<usize> = self
             .snapshot
             .agents
@@ -383,7 +417,11 @@ impl<'a, V: Amount> Planner<'a, V> {
         }
         self.out.roundrobin_next = states
             .into_iter()
-            .map(|((scaling_group, architecture), next_index)| RoundRobinState { scaling_group, architecture, next_index })
+            .map(|((scaling_group, architecture), next_index)| RoundRobinState {
+                scaling_group,
+                architecture,
+                next_index,
+            })
             .collect();
         self.out
     }

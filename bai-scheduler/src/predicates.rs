@@ -120,28 +120,49 @@ impl<'a> Ledger<'a> {
                 "keypair_resource_limit",
                 policies.keypairs.get(ak).and_then(|p| {
                     let base = usage.keypairs.get(ak).map(|u| &u.occupied);
-                    limit_check(&p.limit, base, self.placed_occupied.get(ak), total, "Your keypair resource quota is exceeded.")
+                    limit_check(
+                        &p.limit,
+                        base,
+                        self.placed_occupied.get(ak),
+                        total,
+                        "Your keypair resource quota is exceeded.",
+                    )
                 }),
             );
             record(
                 "user_resource_limit",
                 policies.users.get(&session.user).and_then(|l| {
-                    limit_check(l, usage.users.get(&session.user), self.user.get(session.user.as_str()), total,
-                        "Your main-keypair resource quota is exceeded.")
+                    limit_check(
+                        l,
+                        usage.users.get(&session.user),
+                        self.user.get(session.user.as_str()),
+                        total,
+                        "Your main-keypair resource quota is exceeded.",
+                    )
                 }),
             );
             record(
                 "user_group_resource_limit",
                 policies.groups.get(&session.group).and_then(|l| {
-                    limit_check(l, usage.groups.get(&session.group), self.group.get(session.group.as_str()), total,
-                        "Your group resource quota is exceeded.")
+                    limit_check(
+                        l,
+                        usage.groups.get(&session.group),
+                        self.group.get(session.group.as_str()),
+                        total,
+                        "Your group resource quota is exceeded.",
+                    )
                 }),
             );
             record(
                 "domain_resource_limit",
                 policies.domains.get(&session.domain).and_then(|l| {
-                    limit_check(l, usage.domains.get(&session.domain), self.domain.get(session.domain.as_str()), total,
-                        "Your domain resource quota is exceeded.")
+                    limit_check(
+                        l,
+                        usage.domains.get(&session.domain),
+                        self.domain.get(session.domain.as_str()),
+                        total,
+                        "Your domain resource quota is exceeded.",
+                    )
                 }),
             );
         }
@@ -202,9 +223,8 @@ impl<'a> Ledger<'a> {
         let limit = self.snapshot.policies.keypairs.get(&s.access_key)?.max_pending_session_resource_slots.as_ref()?;
         let total = self.pending_slots.get(&s.access_key)?;
         let excess = total.shortfall(limit);
-        (!excess.is_empty()).then(|| {
-            (format!("Your pending session quota is exceeded. ({})", humanize(&excess)), Some(excess))
-        })
+        (!excess.is_empty())
+            .then(|| (format!("Your pending session quota is exceeded. ({})", humanize(&excess)), Some(excess)))
     }
 
     fn pending_count(&self, s: &PendingSession) -> Option<(String, Option<ResourceSlot>)> {

@@ -90,7 +90,12 @@ fn to_f64(d: Decimal) -> f64 {
 /// `initial` supplies the agents (its pending sessions are queued at the start too).
 ///
 /// The simulation is deterministic: the same inputs give the same report.
-pub fn simulate(initial: &Snapshot, config: &Config, arrivals: &[Arrival], options: &SimulationOptions) -> SimulationReport {
+pub fn simulate(
+    initial: &Snapshot,
+    config: &Config,
+    arrivals: &[Arrival],
+    options: &SimulationOptions,
+) -> SimulationReport {
     let mut arrivals: Vec<&Arrival> = arrivals.iter().collect();
     arrivals.sort_by_key(|a| (a.at, a.session.id));
     let mut snapshot = initial.clone();
@@ -114,7 +119,8 @@ pub fn simulate(initial: &Snapshot, config: &Config, arrivals: &[Arrival], optio
     for s in &snapshot.pending {
         report.keys.entry(s.access_key.clone()).or_default().submitted += 1;
     }
-    let agent_index: HashMap<AgentId, usize> = snapshot.agents.iter().enumerate().map(|(i, a)| (a.id.clone(), i)).collect();
+    let agent_index: HashMap<AgentId, usize> =
+        snapshot.agents.iter().enumerate().map(|(i, a)| (a.id.clone(), i)).collect();
 
     while now <= end {
         // sessions that ended free their resources
@@ -166,7 +172,10 @@ pub fn simulate(initial: &Snapshot, config: &Config, arrivals: &[Arrival], optio
             let duration = durations.get(&s.id).copied().unwrap_or(TimeDelta::zero());
             let seconds = Decimal::from(duration.num_milliseconds()) / Decimal::from(1000);
             *used_time.entry(s.access_key.clone()).or_default() += &total.checked_mul(seconds).unwrap_or_default();
-            waits.entry(s.access_key.clone()).or_default().push((now - s.created_at).num_milliseconds() as f64 / 1000.0);
+            waits
+                .entry(s.access_key.clone())
+                .or_default()
+                .push((now - s.created_at).num_milliseconds() as f64 / 1000.0);
             running.push(Running {
                 ends: now + duration,
                 access_key: s.access_key.clone(),
@@ -215,8 +224,8 @@ pub fn simulate(initial: &Snapshot, config: &Config, arrivals: &[Arrival], optio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bai_core::{AgentStatus, ClusterMode, KernelId, SessionType};
     use crate::snapshot::{AgentSnapshot, KernelRequest};
+    use bai_core::{AgentStatus, ClusterMode, KernelId, SessionType};
 
     fn session(n: u128, key: &str, cpu: i64) -> PendingSession {
         PendingSession {
@@ -261,7 +270,11 @@ mod tests {
         let t0 = DateTime::UNIX_EPOCH;
         // three 2-CPU sessions of 60 s on a 2-CPU node: they run one after another
         let arrivals: Vec<Arrival> = (0..3)
-            .map(|i| Arrival { at: t0, duration: TimeDelta::seconds(60), session: session(i, if i == 2 { "bbb" } else { "aaa" }, 2) })
+            .map(|i| Arrival {
+                at: t0,
+                duration: TimeDelta::seconds(60),
+                session: session(i, if i == 2 { "bbb" } else { "aaa" }, 2),
+            })
             .collect();
         let report = simulate(&snapshot, &Config::default(), &arrivals, &SimulationOptions::default());
         let a = &report.keys[&AccessKey::new("aaa").unwrap()];

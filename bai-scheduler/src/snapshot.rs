@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use bai_core::{AccessKey, AgentId, AgentStatus, ClusterMode, KernelId, ResourceSlot, SessionId, SessionStatus, SessionType};
+use bai_core::{
+    AccessKey, AgentId, AgentStatus, ClusterMode, KernelId, ResourceSlot, SessionId, SessionStatus, SessionType,
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 

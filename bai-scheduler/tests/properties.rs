@@ -41,14 +41,48 @@ struct SessionSpec {
 }
 
 fn agent_spec() -> impl Strategy<Value = AgentSpec> {
-    (0u8..2, prop::bool::weighted(0.1), prop::bool::weighted(0.9), 1u32..17, 1u32..65, prop::option::of(0u32..5), 0u32..120)
-        .prop_map(|(group, arm, alive, cpu, mem_gib, gpu, used_percent)| AgentSpec { group, arm, alive, cpu, mem_gib, gpu, used_percent })
+    (
+        0u8..2,
+        prop::bool::weighted(0.1),
+        prop::bool::weighted(0.9),
+        1u32..17,
+        1u32..65,
+        prop::option::of(0u32..5),
+        0u32..120,
+    )
+        .prop_map(|(group, arm, alive, cpu, mem_gib, gpu, used_percent)| AgentSpec {
+            group,
+            arm,
+            alive,
+            cpu,
+            mem_gib,
+            gpu,
+            used_percent,
+        })
 }
 
 fn session_spec() -> impl Strategy<Value = SessionSpec> {
-    (0usize..3, 0u8..2, prop::bool::weighted(0.1), prop::sample::select(vec![5, 10, 10]), 1u32..4, any::<bool>(), 0u32..9, 0u32..17, prop::option::of(0u32..3))
+    (
+        0usize..3,
+        0u8..2,
+        prop::bool::weighted(0.1),
+        prop::sample::select(vec![5, 10, 10]),
+        1u32..4,
+        any::<bool>(),
+        0u32..9,
+        0u32..17,
+        prop::option::of(0u32..3),
+    )
         .prop_map(|(key, group, arm, priority, kernels, multi, cpu, mem_gib, gpu_halves)| SessionSpec {
-            key, group, arm, priority, kernels, multi, cpu, mem_gib, gpu_halves,
+            key,
+            group,
+            arm,
+            priority,
+            kernels,
+            multi,
+            cpu,
+            mem_gib,
+            gpu_halves,
         })
 }
 
@@ -72,7 +106,8 @@ fn build(agents: &[AgentSpec], sessions: &[SessionSpec], limits: &[Option<(u32, 
         agent.occupied_slots = &agent.available_slots * (Decimal::from(a.used_percent) / Decimal::from(100));
     }
     for s in sessions {
-        let mut pairs = vec![("cpu".to_string(), s.cpu.to_string()), ("mem".to_string(), ((s.mem_gib as u64) << 29).to_string())];
+        let mut pairs =
+            vec![("cpu".to_string(), s.cpu.to_string()), ("mem".to_string(), ((s.mem_gib as u64) << 29).to_string())];
         if let Some(g) = s.gpu_halves {
             pairs.push(("cuda.shares".to_string(), (Decimal::from(g) / Decimal::from(2)).to_string()));
         }
@@ -92,19 +127,26 @@ fn build(agents: &[AgentSpec], sessions: &[SessionSpec], limits: &[Option<(u32, 
             h.snapshot.policies.keypairs.insert(
                 ak.clone(),
                 KeypairPolicy {
-                    limit: ResourceLimit { total_resource_slots: slots(&[("cpu", &max_cpu.to_string())]), ..Default::default() },
+                    limit: ResourceLimit {
+                        total_resource_slots: slots(&[("cpu", &max_cpu.to_string())]),
+                        ..Default::default()
+                    },
                     max_concurrent_sessions: Some(*max_sessions),
                     ..Default::default()
                 },
             );
-            h.snapshot.usage.keypairs.insert(ak, KeypairUsage { occupied: slots(&[("cpu", "1")]), running_sessions: 1, running_sftp_sessions: 0 });
+            h.snapshot.usage.keypairs.insert(
+                ak,
+                KeypairUsage { occupied: slots(&[("cpu", "1")]), running_sessions: 1, running_sftp_sessions: 0 },
+            );
         }
     }
     h
 }
 
 fn config(queue: usize, selector: usize, all_bands: bool) -> Config {
-    let mut c = Config::default().with_default(GroupConfig::from_names(QUEUES[queue], &serde_json::json!({}), SELECTORS[selector]).unwrap());
+    let mut c = Config::default()
+        .with_default(GroupConfig::from_names(QUEUES[queue], &serde_json::json!({}), SELECTORS[selector]).unwrap());
     c.bands = if all_bands { BandMode::AllBands } else { BandMode::HighestOnly };
     c
 }
@@ -125,7 +167,10 @@ impl AgentSelector for Linear {
 fn check_safety(snapshot: &Snapshot, plan: &Plan) -> Result<(), TestCaseError> {
     // every pending session is accounted for exactly once
     let mut seen: HashMap<_, usize> = HashMap::new();
-    for id in plan.placements.iter().map(|p| p.session_id)
+    for id in plan
+        .placements
+        .iter()
+        .map(|p| p.session_id)
         .chain(plan.blocked.iter().map(|b| b.session_id))
         .chain(plan.cancellations.iter().map(|c| c.session_id))
     {
@@ -156,12 +201,22 @@ fn check_safety(snapshot: &Snapshot, plan: &Plan) -> Result<(), TestCaseError> {
     for (id, extra) in &added {
         let a = agents[id];
         let total = &a.occupied_slots + extra;
-        prop_assert!(total.fits_in(&a.available_slots), "agent {} over-committed: {} > {}", id, total, a.available_slots);
+        prop_assert!(
+            total.fits_in(&a.available_slots),
+            "agent {} over-committed: {} > {}",
+            id,
+            total,
+            a.available_slots
+        );
     }
     // keypair predicates hold for what was placed
     for (ak, policy) in &snapshot.policies.keypairs {
         let usage = snapshot.usage.keypairs.get(ak).cloned().unwrap_or_default();
-        let placed: Vec<_> = plan.placements.iter().filter(|p| snapshot.pending.iter().any(|s| s.id == p.session_id && &s.access_key == ak)).collect();
+        let placed: Vec<_> = plan
+            .placements
+            .iter()
+            .filter(|p| snapshot.pending.iter().any(|s| s.id == p.session_id && &s.access_key == ak))
+            .collect();
         if let Some(max) = policy.max_concurrent_sessions {
             prop_assert!(usage.running_sessions + placed.len() as u32 <= max.max(usage.running_sessions));
         }

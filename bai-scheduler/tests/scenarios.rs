@@ -41,9 +41,11 @@ fn loading_policies_by_name() {
     assert_eq!(group("fifo", "dispersed").queue.name(), "fifo");
     assert_eq!(group("lifo", "concentrated").queue.name(), "lifo");
     assert_eq!(group("drf", "roundrobin").selector.name(), "roundrobin");
-    let err = GroupConfig::from_names("fifo", &serde_json::json!({"num_retries_to_skip": -1, "extra": 1}), "dispersed").unwrap_err();
+    let err = GroupConfig::from_names("fifo", &serde_json::json!({"num_retries_to_skip": -1, "extra": 1}), "dispersed")
+        .unwrap_err();
     assert!(err.to_string().contains("num_retries_to_skip"), "{err}");
-    assert!(GroupConfig::from_names("fifo", &serde_json::json!({"num_retries_to_skip": 5, "extra": 1}), "dispersed").is_ok());
+    assert!(GroupConfig::from_names("fifo", &serde_json::json!({"num_retries_to_skip": 5, "extra": 1}), "dispersed")
+        .is_ok());
     assert!(GroupConfig::from_names("nope", &serde_json::json!({}), "dispersed").is_err());
     assert!(GroupConfig::from_names("fifo", &serde_json::json!({}), "nope").is_err());
 }
@@ -63,7 +65,12 @@ fn lifo_dispersed_places_p2_first_on_i001() {
     let mut h = Harness::new();
     original_agents(&mut h);
     original_pending(&mut h);
-    h.snapshot.pending[2].kernels = (0..3).map(|k| bai_scheduler::KernelRequest { id: kid(2, k), requested_slots: slots(&[("cpu", "1"), ("mem", "1024")]) }).collect();
+    h.snapshot.pending[2].kernels = (0..3)
+        .map(|k| bai_scheduler::KernelRequest {
+            id: kid(2, k),
+            requested_slots: slots(&[("cpu", "1"), ("mem", "1024")]),
+        })
+        .collect();
     h.config.default = group("lifo", "dispersed");
     let plan = h.plan();
     assert_eq!(plan.placements[0].session_id, sid(2));
@@ -82,7 +89,12 @@ fn mixed_agents_pick_by_extras() {
         .snapshot
         .agents
         .iter()
-        .map(|a| AgentView { id: &a.id, available: &a.available_slots, free: a.available_slots.clone(), endpoint_kernels: 0 })
+        .map(|a| AgentView {
+            id: &a.id,
+            available: &a.available_slots,
+            free: a.available_slots.clone(),
+            endpoint_kernels: 0,
+        })
         .collect();
     let pick = |i: usize| {
         let s = &h.snapshot.pending[i];
@@ -147,7 +159,9 @@ fn drf_picks_the_key_with_the_smallest_dominant_share() {
         );
     }
     let capacity = slots(&[("cpu", "7"), ("mem", "6656"), ("cuda.shares", "5"), ("rocm.devices", "10")]);
-    let share = |ak: &str| queue::dominant_share(&h.snapshot.usage.keypairs[&bai_core::AccessKey::new(ak).unwrap()].occupied, &capacity);
+    let share = |ak: &str| {
+        queue::dominant_share(&h.snapshot.usage.keypairs[&bai_core::AccessKey::new(ak).unwrap()].occupied, &capacity)
+    };
     assert_eq!(share("user01").round_dp(4).to_string(), "0.4286");
     assert_eq!(share("user02").round_dp(4).to_string(), "0.3077");
     assert_eq!(share("user03").round_dp(4).to_string(), "0.6154");
@@ -178,7 +192,12 @@ fn pending_timeout_cancels_old_sessions() {
 
 #[test]
 fn designated_agent_with_odd_capacities_never_panics() {
-    for (capacity, placed) in [(None, false), (Some(vec![]), false), (Some(vec![("cpu", "100"), ("mem", "100000")]), true), (Some(vec![("cpu", "0"), ("mem", "0")]), false)] {
+    for (capacity, placed) in [
+        (None, false),
+        (Some(vec![]), false),
+        (Some(vec![("cpu", "100"), ("mem", "100000")]), true),
+        (Some(vec![("cpu", "0"), ("mem", "0")]), false),
+    ] {
         let mut h = Harness::new();
         match &capacity {
             Some(c) => {
@@ -188,7 +207,8 @@ fn designated_agent_with_odd_capacities_never_panics() {
                 h.agent("i-001", "sg01", &[]).status = AgentStatus::Lost;
             }
         }
-        h.session("ak", "sg01", &[("cpu", "1"), ("mem", "512")]).designated_agents = vec![AgentId::new("i-001").unwrap()];
+        h.session("ak", "sg01", &[("cpu", "1"), ("mem", "512")]).designated_agents =
+            vec![AgentId::new("i-001").unwrap()];
         let plan = h.plan();
         assert_eq!(plan.placements.len() == 1, placed, "{capacity:?}");
         if !placed {
@@ -210,7 +230,9 @@ fn reserved_batch_sessions_wait_for_their_start_time() {
         let plan = h.plan();
         assert_eq!(plan.placements.len() == 1, passes, "{offset:?}");
         if !passes {
-            let Some(BlockReason::PredicatesFailed { failed, passed }) = plan.reason(sid(0)) else { panic!("blocked by predicates") };
+            let Some(BlockReason::PredicatesFailed { failed, passed }) = plan.reason(sid(0)) else {
+                panic!("blocked by predicates")
+            };
             assert_eq!(failed[0].name, "reserved_time");
             assert_eq!(failed[0].msg, "Before start time");
             assert!(passed.contains(&"dependencies".to_string()));
@@ -255,13 +277,18 @@ fn roundrobin_cycles_through_equal_agents() {
     let agents: Vec<_> = placed_on(&plan).into_iter().map(|(_, a)| a).collect();
     let expected: Vec<String> = (0..20).map(|i| format!("i-{:03}", i % 10)).collect();
     assert_eq!(agents, expected);
-    assert_eq!(plan.roundrobin_next, vec![RoundRobinState { scaling_group: "sg".into(), architecture: "x86_64".into(), next_index: 0 }]);
+    assert_eq!(
+        plan.roundrobin_next,
+        vec![RoundRobinState { scaling_group: "sg".into(), architecture: "x86_64".into(), next_index: 0 }]
+    );
 }
 
 #[test]
 fn roundrobin_with_occupancy() {
     let mut h = Harness::new();
-    for (id, cpu, mem) in [("i-001", "8", "4096"), ("i-002", "4", "2048"), ("i-003", "2", "1024"), ("i-004", "1", "512")] {
+    for (id, cpu, mem) in
+        [("i-001", "8", "4096"), ("i-002", "4", "2048"), ("i-003", "2", "1024"), ("i-004", "1", "512")]
+    {
         h.agent(id, "sg", &[("cpu", cpu), ("mem", mem)]);
     }
     for _ in 0..8 {
@@ -361,7 +388,10 @@ fn agents_that_cannot_take_work_are_skipped() {
         plan.reason(sid(0)),
         Some(&BlockReason::NoAgents { scaling_group: "sg".into(), architecture: "x86_64".into(), agents_in_group: 1 })
     );
-    assert_eq!(plan.explain(sid(0)).unwrap(), "Waiting: none of the 1 alive agent(s) of scaling group \"sg\" runs x86_64.");
+    assert_eq!(
+        plan.explain(sid(0)).unwrap(),
+        "Waiting: none of the 1 alive agent(s) of scaling group \"sg\" runs x86_64."
+    );
 }
 
 #[test]
@@ -377,8 +407,14 @@ fn predicates_report_every_failure_by_name() {
             ..Default::default()
         },
     );
-    h.snapshot.usage.keypairs.insert(ak, KeypairUsage { occupied: slots(&[("cpu", "1")]), running_sessions: 1, running_sftp_sessions: 0 });
-    h.snapshot.policies.domains.insert("default".into(), ResourceLimit { total_resource_slots: slots(&[("cpu", "50")]), ..Default::default() });
+    h.snapshot
+        .usage
+        .keypairs
+        .insert(ak, KeypairUsage { occupied: slots(&[("cpu", "1")]), running_sessions: 1, running_sftp_sessions: 0 });
+    h.snapshot.policies.domains.insert(
+        "default".into(),
+        ResourceLimit { total_resource_slots: slots(&[("cpu", "50")]), ..Default::default() },
+    );
     h.session("ak", "sg", &[("cpu", "2")]); // fits: 1 + 2 <= 4, 2 sessions <= 2
     h.session("ak", "sg", &[("cpu", "2")]); // concurrency and keypair limit fail
     let dep = h.session("ak", "sg", &[("cpu", "1")]);
@@ -398,7 +434,9 @@ fn predicates_report_every_failure_by_name() {
     assert_eq!(failed[0].name, "dependencies");
 
     // a finished dependency lets it through
-    h.snapshot.dependencies.insert(sid(100), DependencyState { name: "prep".into(), status: SessionStatus::Terminated, succeeded: true });
+    h.snapshot
+        .dependencies
+        .insert(sid(100), DependencyState { name: "prep".into(), status: SessionStatus::Terminated, succeeded: true });
     h.snapshot.policies.keypairs.clear();
     let plan = h.plan();
     assert!(plan.placement(sid(2)).is_some());

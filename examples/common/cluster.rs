@@ -78,7 +78,10 @@ pub fn random_cluster(agents: usize, sessions: usize, kernels: u32, seed: u64) -
             scaling_group: "default".into(),
             architecture: "x86_64".into(),
             kernels: (0..kernels)
-                .map(|k| KernelRequest { id: KernelId::from_uuid(uuid_from(i as u64, 2 + k as u64)), requested_slots: per_kernel.clone() })
+                .map(|k| KernelRequest {
+                    id: KernelId::from_uuid(uuid_from(i as u64, 2 + k as u64)),
+                    requested_slots: per_kernel.clone(),
+                })
                 .collect(),
             cluster_mode: if kernels > 1 { ClusterMode::MultiNode } else { ClusterMode::SingleNode },
             designated_agents: Vec::new(),

@@ -8,10 +8,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bollard::errors::Error as BollardError;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
-use bollard::models::{ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig, PortBinding};
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig, PortBinding,
+};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions, ListContainersOptions, ListImagesOptions,
-    LogsOptions, RemoveContainerOptions, StatsOptions, StopContainerOptions, UploadToContainerOptions, WaitContainerOptions,
+    LogsOptions, RemoveContainerOptions, StatsOptions, StopContainerOptions, UploadToContainerOptions,
+    WaitContainerOptions,
 };
 use bollard::Docker;
 use futures::StreamExt;
@@ -95,10 +98,11 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     for p in &spec.ports {
         let key = format!("{}/tcp", p.container_port);
         exposed.push(key.clone());
-        port_bindings.entry(key).or_insert_with(|| Some(Vec::new())).get_or_insert_with(Vec::new).push(PortBinding {
-            host_ip: Some(p.host_ip.clone()),
-            host_port: Some(p.host_port.to_string()),
-        });
+        port_bindings
+            .entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding { host_ip: Some(p.host_ip.clone()), host_port: Some(p.host_port.to_string()) });
     }
     let binds: Vec<String> = spec
         .mounts
@@ -201,7 +205,8 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String> {
         let options = CreateContainerOptions { name: Some(spec.name.clone()), ..Default::default() };
-        let created = self.docker.create_container(Some(options), create_body(spec)).await.map_err(engine("create container"))?;
+        let created =
+            self.docker.create_container(Some(options), create_body(spec)).await.map_err(engine("create container"))?;
         Ok(created.id)
     }
 
@@ -210,7 +215,8 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn stop(&self, id: &str, timeout: Duration) -> Result<()> {
-        let options = StopContainerOptions { t: Some(i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX)), signal: None };
+        let options =
+            StopContainerOptions { t: Some(i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX)), signal: None };
         match self.docker.stop_container(id, Some(options)).await {
             Ok(()) => Ok(()),
             // already stopped, or gone
@@ -271,11 +277,16 @@ impl ContainerRuntime for DockerRuntime {
             // bollard reports a non-zero exit as an error carrying the code: the exit itself
             // is read back from the inspection below, with the OOM flag
             None | Some(Ok(_)) | Some(Err(BollardError::DockerContainerWaitError { .. })) => {}
-            Some(Err(e)) if status_of(&e) == Some(404) => return Err(Error::NotFound { kind: "container", id: id.to_string() }),
+            Some(Err(e)) if status_of(&e) == Some(404) => {
+                return Err(Error::NotFound { kind: "container", id: id.to_string() })
+            }
             Some(Err(e)) => return Err(engine("wait for container")(e)),
         }
         let info = self.inspect(id).await?;
-        info.termination.ok_or_else(|| Error::Engine { operation: "wait for container", message: "the container is still running".into() })
+        info.termination.ok_or_else(|| Error::Engine {
+            operation: "wait for container",
+            message: "the container is still running".into(),
+        })
     }
 
     async fn exec(&self, id: &str, spec: &ExecSpec) -> Result<ExecSession> {
@@ -310,7 +321,9 @@ impl ContainerRuntime for DockerRuntime {
                 });
                 Ok(ExecSession { id: created.id, stdin: spec.stdin.then_some(input), output: Box::pin(output) })
             }
-            StartExecResults::Detached => Err(Error::Engine { operation: "start exec", message: "the engine detached the exec".into() }),
+            StartExecResults::Detached => {
+                Err(Error::Engine { operation: "start exec", message: "the engine detached the exec".into() })
+            }
         }
     }
 
@@ -400,7 +413,8 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn list_images(&self) -> Result<Vec<ImageInfo>> {
-        let images = self.docker.list_images(Some(ListImagesOptions::default())).await.map_err(engine("list images"))?;
+        let images =
+            self.docker.list_images(Some(ListImagesOptions::default())).await.map_err(engine("list images"))?;
         let mut out = Vec::with_capacity(images.len());
         for image in images {
             match self.inspect_image(&image.id).await {
@@ -427,7 +441,8 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn remove_image(&self, reference: &str) -> Result<()> {
-        let options = bollard::query_parameters::RemoveImageOptionsBuilder::default().force(false).noprune(false).build();
+        let options =
+            bollard::query_parameters::RemoveImageOptionsBuilder::default().force(false).noprune(false).build();
         match self.docker.remove_image(reference, Some(options), None).await {
             Ok(_) => Ok(()),
             Err(e) if status_of(&e) == Some(404) => Err(Error::NotFound { kind: "image", id: reference.to_string() }),

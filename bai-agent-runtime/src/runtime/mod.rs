@@ -233,7 +233,10 @@ pub struct ExecSession {
 
 impl std::fmt::Debug for ExecSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExecSession").field("id", &self.id).field("stdin", &self.stdin.is_some()).finish_non_exhaustive()
+        f.debug_struct("ExecSession")
+            .field("id", &self.id)
+            .field("stdin", &self.stdin.is_some())
+            .finish_non_exhaustive()
     }
 }
 

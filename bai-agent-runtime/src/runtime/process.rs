@@ -95,7 +95,12 @@ impl ProcessRuntime {
              filesystem, network and PIDs{}",
             if memory_cgroup.is_some() { "" } else { ", and memory is not limited on this host" }
         );
-        Ok(Self { root, memory_cgroup, execs: Arc::new(Mutex::new(BTreeMap::new())), reaping: Arc::new(Mutex::new(Default::default())) })
+        Ok(Self {
+            root,
+            memory_cgroup,
+            execs: Arc::new(Mutex::new(BTreeMap::new())),
+            reaping: Arc::new(Mutex::new(Default::default())),
+        })
     }
 
     /// Whether containers get a memory limit through the cgroup hierarchy on this host.
@@ -112,7 +117,8 @@ impl ProcessRuntime {
 
     fn load(&self, id: &str) -> Result<Record> {
         let path = self.dir(id)?.join("record.json");
-        let text = std::fs::read_to_string(&path).map_err(|_| Error::NotFound { kind: "container", id: id.to_string() })?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|_| Error::NotFound { kind: "container", id: id.to_string() })?;
         serde_json::from_str(&text).map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))
     }
 
@@ -156,7 +162,8 @@ impl ProcessRuntime {
 
     fn info(&self, record: &Record) -> ContainerInfo {
         // a process that has just ended counts as running until its reaper records the status
-        let running = record.ended.is_none() && record.pid.is_some_and(|p| Self::is_alive(p) || self.is_reaping(&record.id));
+        let running =
+            record.ended.is_none() && record.pid.is_some_and(|p| Self::is_alive(p) || self.is_reaping(&record.id));
         let state = match (record.pid, running, record.ended) {
             (None, _, None) => ContainerState::Created,
             (_, true, _) => ContainerState::Running,
@@ -180,18 +187,20 @@ impl ProcessRuntime {
         }
     }
 
-    fn command(&self, id: &str, argv: &[String], env: &BTreeMap<String, String>, working_dir: Option<&str>) -> Result<Command> {
+    fn command(
+        &self,
+        id: &str,
+        argv: &[String],
+        env: &BTreeMap<String, String>,
+        working_dir: Option<&str>,
+    ) -> Result<Command> {
         let (program, args) = argv.split_first().ok_or_else(|| Error::invalid("cmd", "no command to run"))?;
         let cwd = self.host_path(id, working_dir.unwrap_or(WORK))?;
         let mut command = match self.cgroup(id) {
             // join the container's memory cgroup before running the program
             Some(cgroup) => {
                 let mut c = Command::new("/bin/sh");
-                c.arg("-c")
-                    .arg(r#"echo $$ > "$0/cgroup.procs" && exec "$@""#)
-                    .arg(cgroup)
-                    .arg(program)
-                    .args(args);
+                c.arg("-c").arg(r#"echo $$ > "$0/cgroup.procs" && exec "$@""#).arg(cgroup).arg(program).args(args);
                 c
             }
             None => {
@@ -207,7 +216,10 @@ impl ProcessRuntime {
     async fn reap(self, id: String, mut child: Child) {
         let status = child.wait().await;
         let code = match status {
-            Ok(s) => s.code().map(i64::from).or_else(|| std::os::unix::process::ExitStatusExt::signal(&s).map(|sig| 128 + i64::from(sig))),
+            Ok(s) => s
+                .code()
+                .map(i64::from)
+                .or_else(|| std::os::unix::process::ExitStatusExt::signal(&s).map(|sig| 128 + i64::from(sig))),
             Err(_) => None,
         }
         .unwrap_or(-1);
@@ -244,7 +256,10 @@ impl ContainerRuntime for ProcessRuntime {
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String> {
         if spec.image != HOST_IMAGE {
-            return Err(unsupported("image", &format!("image {:?} (only {HOST_IMAGE:?}, the host's programs)", spec.image)));
+            return Err(unsupported(
+                "image",
+                &format!("image {:?} (only {HOST_IMAGE:?}, the host's programs)", spec.image),
+            ));
         }
         if !spec.mounts.is_empty() {
             return Err(unsupported("mounts", "bind mounts"));
@@ -256,7 +271,10 @@ impl ContainerRuntime for ProcessRuntime {
             return Err(unsupported("devices", "devices"));
         }
         if spec.memory_limit.is_some() && self.memory_cgroup.is_none() {
-            return Err(unsupported("memory_limit", "a memory limit on this host (no writable cgroup memory controller)"));
+            return Err(unsupported(
+                "memory_limit",
+                "a memory limit on this host (no writable cgroup memory controller)",
+            ));
         }
         let id = random_id();
         let dir = self.dir(&id)?;
@@ -364,7 +382,9 @@ impl ContainerRuntime for ProcessRuntime {
             match record.pid {
                 None => return Err(Error::invalid("container", format!("{id} was never started"))),
                 // started by an earlier instance of the runtime and gone: its status is lost
-                Some(pid) if !Self::is_alive(pid) && !self.is_reaping(id) => return Ok(Termination::Exited { code: -1 }),
+                Some(pid) if !Self::is_alive(pid) && !self.is_reaping(id) => {
+                    return Ok(Termination::Exited { code: -1 })
+                }
                 _ => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
@@ -377,12 +397,14 @@ impl ContainerRuntime for ProcessRuntime {
         }
         let mut env = record.spec.env.clone();
         env.extend(spec.env.clone());
-        let mut command = self.command(id, &spec.cmd, &env, spec.working_dir.as_deref().or(record.spec.working_dir.as_deref()))?;
+        let mut command =
+            self.command(id, &spec.cmd, &env, spec.working_dir.as_deref().or(record.spec.working_dir.as_deref()))?;
         command
             .stdin(if spec.stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = command.spawn().map_err(|e| Error::io("exec", spec.cmd.first().map(String::as_str).unwrap_or(""), e))?;
+        let mut child =
+            command.spawn().map_err(|e| Error::io("exec", spec.cmd.first().map(String::as_str).unwrap_or(""), e))?;
         let exec_id = random_id();
         self.execs.lock().unwrap_or_else(|p| p.into_inner()).insert(exec_id.clone(), ExecState::default());
         let stdin = child.stdin.take().map(|s| Box::pin(s) as std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>);
@@ -410,7 +432,9 @@ impl ContainerRuntime for ProcessRuntime {
         let waiter_id = exec_id.clone();
         tokio::spawn(async move {
             let code = child.wait().await.ok().and_then(|s| {
-                s.code().map(i64::from).or_else(|| std::os::unix::process::ExitStatusExt::signal(&s).map(|sig| 128 + i64::from(sig)))
+                s.code()
+                    .map(i64::from)
+                    .or_else(|| std::os::unix::process::ExitStatusExt::signal(&s).map(|sig| 128 + i64::from(sig)))
             });
             if let Some(state) = execs.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&waiter_id) {
                 state.exit = Some(code.unwrap_or(-1));
@@ -453,7 +477,8 @@ impl ContainerRuntime for ProcessRuntime {
         let record = self.load(id)?;
         let mut stats = ContainerStats::default();
         if let Some(cgroup) = self.cgroup(id) {
-            let read = |f: &str| std::fs::read_to_string(cgroup.join(f)).ok().and_then(|s| s.trim().parse::<u64>().ok());
+            let read =
+                |f: &str| std::fs::read_to_string(cgroup.join(f)).ok().and_then(|s| s.trim().parse::<u64>().ok());
             stats.memory_bytes = read("memory.usage_in_bytes").unwrap_or(0);
             stats.memory_limit_bytes = read("memory.limit_in_bytes").unwrap_or(0);
         }
@@ -461,7 +486,8 @@ impl ContainerRuntime for ProcessRuntime {
             // utime + stime of the main process, in clock ticks (USER_HZ = 100 on Linux)
             if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
                 let fields: Vec<&str> = stat.rsplit_once(") ").map(|(_, r)| r.split(' ').collect()).unwrap_or_default();
-                let ticks: u64 = fields.get(11..13).map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum()).unwrap_or(0);
+                let ticks: u64 =
+                    fields.get(11..13).map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum()).unwrap_or(0);
                 stats.cpu_used_ns = ticks * 10_000_000;
             }
             if let Ok(io) = std::fs::read_to_string(format!("/proc/{pid}/io")) {

@@ -175,11 +175,12 @@ impl ContainerCgroup {
         let usage = read_u64(&self.memory.join("memory.usage_in_bytes"), buf)?;
         let limit = read_u64(&self.memory.join("memory.limit_in_bytes"), buf)?;
         let inactive = read_key_value(&self.memory.join("memory.stat"), "total_inactive_file", buf)?;
-        let (io_read_bytes, io_write_bytes) = match read_optional(&self.blkio.join("blkio.throttle.io_service_bytes"), buf)? {
-            // `8:0 Read 13918208`, `8:0 Write 0`, …, then `Total 13918208`.
-            true => sum_blkio_v1(&self.blkio.join("blkio.throttle.io_service_bytes"), buf)?,
-            false => (0, 0),
-        };
+        let (io_read_bytes, io_write_bytes) =
+            match read_optional(&self.blkio.join("blkio.throttle.io_service_bytes"), buf)? {
+                // `8:0 Read 13918208`, `8:0 Write 0`, …, then `Total 13918208`.
+                true => sum_blkio_v1(&self.blkio.join("blkio.throttle.io_service_bytes"), buf)?,
+                false => (0, 0),
+            };
         let cpuset = read_cpuset(&self.cpuset.join("cpuset.cpus"), buf)?;
         let quota = match read_optional(&self.cpu.join("cpu.cfs_quota_us"), buf)? {
             true => {
@@ -245,10 +246,7 @@ impl ContainerCgroup {
 /// Reads a whole file into `buf` (cleared first).
 pub(crate) fn read_file(path: &Path, buf: &mut String) -> Result<()> {
     buf.clear();
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_string(buf))
-        .map(drop)
-        .map_err(|e| Error::io("read", path, e))
+    std::fs::File::open(path).and_then(|mut f| f.read_to_string(buf)).map(drop).map_err(|e| Error::io("read", path, e))
 }
 
 /// Like [`read_file`], but a missing file is `Ok(false)`.
@@ -317,7 +315,9 @@ pub(crate) fn count_cpuset(list: &str) -> Result<Option<u32>, String> {
     for part in list.split(',') {
         let bad = || format!("{list:?}: expected a CPU list such as '0-3,8'");
         let (lo, hi) = match part.split_once('-') {
-            Some((lo, hi)) => (lo.trim().parse::<u32>().map_err(|_| bad())?, hi.trim().parse::<u32>().map_err(|_| bad())?),
+            Some((lo, hi)) => {
+                (lo.trim().parse::<u32>().map_err(|_| bad())?, hi.trim().parse::<u32>().map_err(|_| bad())?)
+            }
             None => {
                 let n = part.trim().parse::<u32>().map_err(|_| bad())?;
                 (n, n)

@@ -63,7 +63,11 @@ impl ContainerMetrics {
     ///
     /// Rates are zero on the first sample, when no time has passed, and when a counter went
     /// backwards (the container restarted), as the original's `MovingStatistics.rate` does.
-    pub fn from_samples(previous: Option<(&ContainerSample, Duration)>, current: &ContainerSample, default_cpus: Decimal) -> Self {
+    pub fn from_samples(
+        previous: Option<(&ContainerSample, Duration)>,
+        current: &ContainerSample,
+        default_cpus: Decimal,
+    ) -> Self {
         let per_sec = |prev: Option<u64>, cur: Option<u64>| -> Decimal {
             match (previous, prev, cur) {
                 (Some((_, dt)), Some(p), Some(c)) => rate(p, c, dt, 1_000_000_000),
@@ -211,7 +215,8 @@ impl StatCollector {
         let cgroup = match self.cgroups.get(&target.id) {
             Some(c) => c,
             None => {
-                let c = ContainerCgroup::resolve(&self.cgroup_root, &self.proc_root, self.version, &target.id, target.pid)?;
+                let c =
+                    ContainerCgroup::resolve(&self.cgroup_root, &self.proc_root, self.version, &target.id, target.pid)?;
                 self.cgroups.entry(target.id.clone()).or_insert(c)
             }
         };
@@ -324,7 +329,10 @@ mod tests {
         };
         let m = ContainerMetrics::from_samples(Some((&s0, Duration::from_secs(5))), &s1, d("8"));
         // 7.5 s of CPU in 5 s = 1.5 CPUs = 150 % of one, 75 % of the two allowed.
-        assert_eq!(serde_json::to_value(m.cpu_util).unwrap(), serde_json::json!({"current": "150", "capacity": "200", "pct": "75"}));
+        assert_eq!(
+            serde_json::to_value(m.cpu_util).unwrap(),
+            serde_json::json!({"current": "150", "capacity": "200", "pct": "75"})
+        );
         assert_eq!(m.io_read.current_str(), "4196");
         assert_eq!(m.net_rx.current_str(), "1000");
         // tx went backwards: a restart, so zero rather than a negative rate.

@@ -114,8 +114,7 @@ struct Wire {
 
 impl Serialize for MetricValue {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        Wire { current: self.current_str(), capacity: self.capacity_str(), pct: self.pct_str() }
-            .serialize(serializer)
+        Wire { current: self.current_str(), capacity: self.capacity_str(), pct: self.pct_str() }.serialize(serializer)
     }
 }
 
@@ -176,7 +175,8 @@ mod tests {
         assert_eq!(back.current_str(), "150.123");
         assert_eq!(back.capacity, Some(d("200")));
         assert_eq!(back.pct, d("75.06"));
-        let bad = serde_json::from_value::<MetricValue>(serde_json::json!({"current": "x", "capacity": null, "pct": "0"}));
+        let bad =
+            serde_json::from_value::<MetricValue>(serde_json::json!({"current": "x", "capacity": null, "pct": "0"}));
         assert!(bad.unwrap_err().to_string().contains("invalid metric current"));
     }
 }

@@ -83,10 +83,8 @@ impl NodeStatCollector {
             per_cpu.insert(idx.clone(), MetricValue::new(share, Some(Decimal::ONE_HUNDRED)));
         }
 
-        let mem = MetricValue::new(
-            Decimal::from(mem_total.saturating_sub(mem_available)),
-            Some(Decimal::from(mem_total)),
-        );
+        let mem =
+            MetricValue::new(Decimal::from(mem_total.saturating_sub(mem_available)), Some(Decimal::from(mem_total)));
         devices.entry("mem".into()).or_default().insert("root".into(), mem);
 
         let (mut used, mut size) = (0u64, 0u64);
@@ -99,7 +97,10 @@ impl NodeStatCollector {
             let blocks = st.blocks();
             let d_size = frsize.saturating_mul(blocks);
             let d_used = frsize.saturating_mul(blocks.saturating_sub(st.blocks_available()));
-            per_disk.insert(path.display().to_string(), MetricValue::new(Decimal::from(d_used), Some(Decimal::from(d_size))));
+            per_disk.insert(
+                path.display().to_string(),
+                MetricValue::new(Decimal::from(d_used), Some(Decimal::from(d_size))),
+            );
             if seen.insert(st.filesystem_id()) {
                 used = used.saturating_add(d_used);
                 size = size.saturating_add(d_size);

@@ -71,7 +71,12 @@ pub(crate) fn parse_proc_stat(path: &Path, text: &str) -> Result<ProcStat> {
             }
         }
         let [user, nice, system, idle, iowait, irq, softirq, steal] = v;
-        let busy = user.saturating_add(nice).saturating_add(system).saturating_add(irq).saturating_add(softirq).saturating_add(steal);
+        let busy = user
+            .saturating_add(nice)
+            .saturating_add(system)
+            .saturating_add(irq)
+            .saturating_add(softirq)
+            .saturating_add(steal);
         let time = CpuTime { busy, total: busy.saturating_add(idle).saturating_add(iowait) };
         if index.is_empty() {
             stat.all = time;
@@ -130,7 +135,8 @@ Inter-|   Receive                                                |  Transmit
 
     #[test]
     fn proc_stat_counts_busy_and_total() {
-        let text = "cpu  10 1 5 100 4 1 1 2 3 0\ncpu0 5 0 2 50 2 0 0 1 0 0\ncpu1 5 1 3 50 2 1 1 1 0 0\nintr 1 2\nctxt 5\n";
+        let text =
+            "cpu  10 1 5 100 4 1 1 2 3 0\ncpu0 5 0 2 50 2 0 0 1 0 0\ncpu1 5 1 3 50 2 1 1 1 0 0\nintr 1 2\nctxt 5\n";
         let stat = parse_proc_stat(Path::new("stat"), text).unwrap();
         assert_eq!(stat.all, CpuTime { busy: 20, total: 124 });
         assert_eq!(stat.per_cpu.len(), 2);

@@ -37,7 +37,10 @@ fn v1_container(root: &Path, id: &str, cpu_ns: u64, mem: u64, io: (u64, u64)) {
     write(memdir.join("memory.stat"), "cache 100\nrss 200\ninactive_file 5\ntotal_inactive_file 1048576\n");
     write(
         cg.join("blkio/docker").join(id).join("blkio.throttle.io_service_bytes"),
-        &format!("8:0 Read {}\n8:0 Write {}\n8:0 Sync 0\n8:0 Total 1\n8:16 Read 1\n8:16 Write 2\nTotal 3\n", io.0, io.1),
+        &format!(
+            "8:0 Read {}\n8:0 Write {}\n8:0 Sync 0\n8:0 Total 1\n8:16 Read 1\n8:16 Write 2\nTotal 3\n",
+            io.0, io.1
+        ),
     );
     write(cg.join("cpuset/docker").join(id).join("cpuset.cpus"), "0-3\n");
     write(cg.join("cpu/docker").join(id).join("cpu.cfs_quota_us"), "-1\n");

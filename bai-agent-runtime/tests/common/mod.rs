@@ -25,14 +25,17 @@ pub async fn busybox_image(runtime: &DockerRuntime) -> String {
     if runtime.inspect_image(BUSYBOX_IMAGE).await.is_ok() {
         return BUSYBOX_IMAGE.to_string();
     }
-    let busybox = std::fs::read("/bin/busybox").expect("/bin/busybox (Debian's busybox-static; scripts/test installs it)");
+    let busybox =
+        std::fs::read("/bin/busybox").expect("/bin/busybox (Debian's busybox-static; scripts/test installs it)");
     let mut builder = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();
     header.set_size(busybox.len() as u64);
     header.set_mode(0o755);
     header.set_cksum();
     builder.append_data(&mut header, "bin/busybox", Cursor::new(&busybox)).expect("tar");
-    for applet in ["sh", "echo", "cat", "dd", "sleep", "head", "ls", "mkdir", "touch", "id", "kill", "true", "false", "env"] {
+    for applet in
+        ["sh", "echo", "cat", "dd", "sleep", "head", "ls", "mkdir", "touch", "id", "kill", "true", "false", "env"]
+    {
         let mut link = tar::Header::new_gnu();
         link.set_entry_type(tar::EntryType::Symlink);
         link.set_size(0);

@@ -59,9 +59,9 @@ impl QueuePolicy for Drf {
         for session in band {
             let i = *index.entry(&session.access_key).or_insert_with(|| {
                 queue.keys.push(&session.access_key);
-                queue.used.push(
-                    ctx.usage.keypairs.get(&session.access_key).map(|u| u.occupied.clone()).unwrap_or_default(),
-                );
+                queue
+                    .used
+                    .push(ctx.usage.keypairs.get(&session.access_key).map(|u| u.occupied.clone()).unwrap_or_default());
                 queue.waiting.push(VecDeque::new());
                 queue.keys.len() - 1
             });

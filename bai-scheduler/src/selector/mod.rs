@@ -134,7 +134,8 @@ pub fn device_of(slot: &str) -> &str {
 /// priority list by its full name takes that place; a slot whose device is listed comes right
 /// after the device; unlisted slots come last; ties by name.
 pub fn priority_order(requested: &ResourceSlot, resource_priority: &[String]) -> Vec<String> {
-    let mut keys: Vec<((usize, usize), &str)> = requested.iter().map(|(k, _)| (slot_rank(k, resource_priority), k)).collect();
+    let mut keys: Vec<((usize, usize), &str)> =
+        requested.iter().map(|(k, _)| (slot_rank(k, resource_priority), k)).collect();
     keys.sort();
     keys.into_iter().map(|(_, k)| k.to_string()).collect()
 }
@@ -161,7 +162,11 @@ pub fn num_extras(requested: &ResourceSlot, available: &ResourceSlot) -> u32 {
 /// `(endpoint kernels, extras, ranked values…)`, where the ranked values are the free (legacy:
 /// total) amounts of the request's slots in priority order, negated when larger is better, and
 /// a slot the agent does not offer ranks last. Only `concentrated` counts endpoint kernels.
-pub(crate) fn pick_ranked(strategy: Strategy, request: &SelectionRequest<'_>, agents: &[AgentView<'_>]) -> Option<usize> {
+pub(crate) fn pick_ranked(
+    strategy: Strategy,
+    request: &SelectionRequest<'_>,
+    agents: &[AgentView<'_>],
+) -> Option<usize> {
     let order = priority_order(request.requested, request.resource_priority);
     let key = |a: &AgentView<'_>| {
         let values: Vec<Decimal> = order

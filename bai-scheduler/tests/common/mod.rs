@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 /// `[("cpu", "2"), ("mem", "1024")]` as slots.
 pub fn slots(pairs: &[(&str, &str)]) -> ResourceSlot {
-    ResourceSlot::from_pairs(pairs.iter().map(|(k, v)| (*k, Decimal::from_str(v).expect("decimal")))).expect("slot names")
+    ResourceSlot::from_pairs(pairs.iter().map(|(k, v)| (*k, Decimal::from_str(v).expect("decimal"))))
+        .expect("slot names")
 }
 
 pub fn sid(n: u32) -> SessionId {
@@ -19,7 +20,9 @@ pub fn sid(n: u32) -> SessionId {
 }
 
 pub fn kid(session: u32, kernel: u32) -> KernelId {
-    KernelId::from_uuid(Uuid::from_u128(0x6e6e_0000_0000_0000_0000_0000_0000_0000 | ((session as u128) << 16) | kernel as u128))
+    KernelId::from_uuid(Uuid::from_u128(
+        0x6e6e_0000_0000_0000_0000_0000_0000_0000 | ((session as u128) << 16) | kernel as u128,
+    ))
 }
 
 pub fn epoch() -> DateTime<Utc> {
@@ -65,7 +68,13 @@ impl Harness {
     }
 
     /// A session with `n` identical kernels (single-node unless changed).
-    pub fn session_with_kernels(&mut self, access_key: &str, sg: &str, requested: &[(&str, &str)], n: u32) -> &mut PendingSession {
+    pub fn session_with_kernels(
+        &mut self,
+        access_key: &str,
+        sg: &str,
+        requested: &[(&str, &str)],
+        n: u32,
+    ) -> &mut PendingSession {
         let i = self.next_session;
         self.next_session += 1;
         self.snapshot.pending.push(PendingSession {

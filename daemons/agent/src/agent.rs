@@ -135,7 +135,12 @@ pub fn work_relative(field: &str, path: &str) -> Result<Vec<String>> {
 impl Agent {
     /// An agent over `kernels`, sending events to `bus` and recording `metrics`. Call
     /// [`Agent::recover`] before serving.
-    pub fn new(settings: AgentSettings, kernels: KernelRuntime, bus: Arc<dyn EventBus>, metrics: Arc<AgentMetrics>) -> Result<Self> {
+    pub fn new(
+        settings: AgentSettings,
+        kernels: KernelRuntime,
+        bus: Arc<dyn EventBus>,
+        metrics: Arc<AgentMetrics>,
+    ) -> Result<Self> {
         let containers = StatCollector::new("/")?;
         let node = NodeStatCollector::new("/", vec!["/".into()]);
         Ok(Self {
@@ -308,7 +313,12 @@ impl Agent {
         }
         match request.session_type.as_str() {
             "" | "interactive" | "batch" | "inference" => {}
-            other => return Err(AgentError::invalid("session_type", format!("{other:?} is not interactive, batch or inference"))),
+            other => {
+                return Err(AgentError::invalid(
+                    "session_type",
+                    format!("{other:?} is not interactive, batch or inference"),
+                ))
+            }
         }
         if request.session_type == "batch" && request.startup_command.trim().is_empty() {
             return Err(AgentError::invalid("startup_command", "a batch session needs a startup command"));
@@ -338,14 +348,20 @@ impl Agent {
                         "rw" | "" => MountPermission::ReadWrite,
                         "wd" => MountPermission::ReadWriteDelete,
                         other => {
-                            return Err(AgentError::invalid(format!("kernels[{i}].mounts[{j}].permission"), format!("{other:?} is not ro, rw or wd")))
+                            return Err(AgentError::invalid(
+                                format!("kernels[{i}].mounts[{j}].permission"),
+                                format!("{other:?} is not ro, rw or wd"),
+                            ))
                         }
                     };
                     Ok(VFolderRequest { folder: m.folder.clone(), name: m.name.clone(), permission })
                 })
                 .collect::<Result<Vec<_>>>()?;
             let mut environ = k.environ.clone();
-            environ.insert("BACKENDAI_CLUSTER_ROLE".into(), if k.cluster_role.is_empty() { "main".into() } else { k.cluster_role.clone() });
+            environ.insert(
+                "BACKENDAI_CLUSTER_ROLE".into(),
+                if k.cluster_role.is_empty() { "main".into() } else { k.cluster_role.clone() },
+            );
             environ.insert("BACKENDAI_CLUSTER_IDX".into(), k.cluster_idx.to_string());
             if !k.cluster_hostname.is_empty() {
                 environ.insert("BACKENDAI_CLUSTER_HOST".into(), k.cluster_hostname.clone());
@@ -369,7 +385,10 @@ impl Agent {
 
     /// Creates the kernels of one session, all of them or none: when one fails, the ones
     /// already created are destroyed (`failed-to-create`) and the error is returned.
-    pub async fn create_kernels(self: &Arc<Self>, request: &pb::CreateKernelsRequest) -> Result<Vec<pb::KernelCreated>> {
+    pub async fn create_kernels(
+        self: &Arc<Self>,
+        request: &pb::CreateKernelsRequest,
+    ) -> Result<Vec<pb::KernelCreated>> {
         let (session_id, configs) = self.parse_creation(request)?;
         let guards: Vec<_> = configs.iter().map(|(c, _)| self.kernel_lock(c.kernel_id)).collect();
         let mut held = Vec::new();
@@ -381,12 +400,19 @@ impl Agent {
         for (config, owner) in &configs {
             let kernel_id = config.kernel_id;
             let info = json!({});
-            self.emit(Event::KernelPreparing { kernel_id, session_id, reason: String::new(), creation_info: info.clone() }).await;
+            self.emit(Event::KernelPreparing {
+                kernel_id,
+                session_id,
+                reason: String::new(),
+                creation_info: info.clone(),
+            })
+            .await;
             if let Err(e) = self.ensure_image(kernel_id, session_id, &config.image).await {
                 failure = Some(e);
                 break;
             }
-            self.emit(Event::KernelCreating { kernel_id, session_id, reason: String::new(), creation_info: info }).await;
+            self.emit(Event::KernelCreating { kernel_id, session_id, reason: String::new(), creation_info: info })
+                .await;
             match self.kernels.create_kernel(config).await {
                 Ok(kernel) => {
                     lock(&self.owners).insert(kernel_id, owner.clone());
@@ -453,7 +479,13 @@ impl Agent {
         match runtime.inspect_image(image).await {
             Ok(_) => Ok(()),
             Err(RuntimeError::NotFound { .. }) => {
-                self.emit(Event::KernelPulling { kernel_id, session_id, reason: String::new(), creation_info: json!({}) }).await;
+                self.emit(Event::KernelPulling {
+                    kernel_id,
+                    session_id,
+                    reason: String::new(),
+                    creation_info: json!({}),
+                })
+                .await;
                 runtime.pull_image(image, &|_| {}).await?;
                 Ok(())
             }
@@ -464,9 +496,12 @@ impl Agent {
     async fn run_batch_session(self: Arc<Self>, kernel: Kernel, command: String, timeout: Option<Duration>) {
         let session_id = kernel.session_id;
         self.emit(Event::ExecutionStarted { session_id }).await;
-        let result = exec::run_batch(self.kernels.runtime().as_ref(), &kernel.container_id, None, &command, timeout).await;
+        let result =
+            exec::run_batch(self.kernels.runtime().as_ref(), &kernel.container_id, None, &command, timeout).await;
         let (event, reason, code) = match &result {
-            Ok(r) if r.status == exec::RunStatus::ExecTimeout => (Event::ExecutionTimeout { session_id }, "task-timeout", -2),
+            Ok(r) if r.status == exec::RunStatus::ExecTimeout => {
+                (Event::ExecutionTimeout { session_id }, "task-timeout", -2)
+            }
             Ok(r) => {
                 let code = r.exit_code.and_then(|c| i32::try_from(c).ok()).unwrap_or(-1);
                 (Event::ExecutionFinished { session_id }, if code == 0 { "task-finished" } else { "task-failed" }, code)
@@ -487,7 +522,13 @@ impl Agent {
 
     /// Destroys a kernel. An unknown kernel is reported terminated (`already-terminated`) and
     /// answered normally, as the original does.
-    pub async fn destroy_kernel(&self, kernel_id: KernelId, session_id: Option<SessionId>, reason: &str, suppress_events: bool) -> Result<(i32, String)> {
+    pub async fn destroy_kernel(
+        &self,
+        kernel_id: KernelId,
+        session_id: Option<SessionId>,
+        reason: &str,
+        suppress_events: bool,
+    ) -> Result<(i32, String)> {
         let reason = if reason.is_empty() { "user-requested" } else { reason };
         let guard = self.kernel_lock(kernel_id);
         let held = guard.lock().await;
@@ -495,17 +536,32 @@ impl Agent {
             drop(held);
             self.forget_lock(kernel_id);
             if let (Some(session_id), false) = (session_id, suppress_events) {
-                self.emit(Event::KernelTerminated { kernel_id, session_id, reason: "already-terminated".into(), exit_code: -1 }).await;
+                self.emit(Event::KernelTerminated {
+                    kernel_id,
+                    session_id,
+                    reason: "already-terminated".into(),
+                    exit_code: -1,
+                })
+                .await;
             }
             return Ok((-1, "already-terminated".into()));
         };
         if let Some(s) = session_id {
             if s != kernel.session_id {
-                return Err(AgentError::invalid("session_id", format!("kernel {kernel_id} belongs to session {}", kernel.session_id)));
+                return Err(AgentError::invalid(
+                    "session_id",
+                    format!("kernel {kernel_id} belongs to session {}", kernel.session_id),
+                ));
             }
         }
         if !suppress_events {
-            self.emit(Event::KernelTerminating { kernel_id, session_id: kernel.session_id, reason: reason.into(), exit_code: -1 }).await;
+            self.emit(Event::KernelTerminating {
+                kernel_id,
+                session_id: kernel.session_id,
+                reason: reason.into(),
+                exit_code: -1,
+            })
+            .await;
         }
         // The watcher stays until the kernel is gone: if it wakes meanwhile it waits for the
         // lock and then finds nothing to clean; if destroying fails, it keeps watching.
@@ -513,7 +569,13 @@ impl Agent {
         self.after_destroy(kernel_id).await;
         let code = exit_code(termination.as_ref());
         if !suppress_events {
-            self.emit(Event::KernelTerminated { kernel_id, session_id: kernel.session_id, reason: reason.into(), exit_code: code }).await;
+            self.emit(Event::KernelTerminated {
+                kernel_id,
+                session_id: kernel.session_id,
+                reason: reason.into(),
+                exit_code: code,
+            })
+            .await;
         }
         drop(held);
         self.forget_lock(kernel_id);
@@ -524,7 +586,10 @@ impl Agent {
     pub async fn restart_kernel(self: &Arc<Self>, kernel_id: KernelId) -> Result<pb::KernelCreated> {
         let guard = self.kernel_lock(kernel_id);
         let _held = guard.lock().await;
-        let kernel = self.kernels.kernel(kernel_id).ok_or_else(|| RuntimeError::NotFound { kind: "kernel", id: kernel_id.to_string() })?;
+        let kernel = self
+            .kernels
+            .kernel(kernel_id)
+            .ok_or_else(|| RuntimeError::NotFound { kind: "kernel", id: kernel_id.to_string() })?;
         self.unwatch(kernel_id);
         let runner = lock(&self.runners).remove(&kernel_id);
         if let Some(runner) = runner {
@@ -539,7 +604,9 @@ impl Agent {
 
     fn kernel_of(&self, field: &str, kernel_id: &str) -> Result<Kernel> {
         let kernel_id: KernelId = parse_id(field, kernel_id)?;
-        self.kernels.kernel(kernel_id).ok_or_else(|| RuntimeError::NotFound { kind: "kernel", id: kernel_id.to_string() }.into())
+        self.kernels
+            .kernel(kernel_id)
+            .ok_or_else(|| RuntimeError::NotFound { kind: "kernel", id: kernel_id.to_string() }.into())
     }
 
     async fn runner(&self, kernel: &Kernel) -> Result<Arc<KernelRunner>> {
@@ -579,13 +646,21 @@ impl Agent {
         if !request.session_id.is_empty() {
             let session_id: SessionId = parse_id("session_id", &request.session_id)?;
             if session_id != kernel.session_id {
-                return Err(AgentError::invalid("session_id", format!("kernel {} belongs to session {}", kernel.kernel_id, kernel.session_id)));
+                return Err(AgentError::invalid(
+                    "session_id",
+                    format!("kernel {} belongs to session {}", kernel.kernel_id, kernel.session_id),
+                ));
             }
         }
         let flush = match request.flush_timeout {
             0.0 => Duration::from_secs(2),
             t if t.is_finite() && t > 0.0 && t <= 3600.0 => Duration::from_secs_f64(t),
-            t => return Err(AgentError::invalid("flush_timeout", format!("{t} is not a number of seconds in (0, 3600]"))),
+            t => {
+                return Err(AgentError::invalid(
+                    "flush_timeout",
+                    format!("{t} is not a number of seconds in (0, 3600]"),
+                ))
+            }
         };
         if request.mode == "batch" {
             return self.execute_batch(&kernel, request, sink).await;
@@ -634,16 +709,29 @@ impl Agent {
         let options: BatchOptions = if request.options_json.trim().is_empty() {
             BatchOptions::default()
         } else {
-            serde_json::from_str(&request.options_json).map_err(|e| AgentError::invalid("options_json", e.to_string()))?
+            serde_json::from_str(&request.options_json)
+                .map_err(|e| AgentError::invalid("options_json", e.to_string()))?
         };
         let command = options.exec.unwrap_or_else(|| request.code.clone());
         let timeout = match options.timeout {
             Some(t) if t.is_finite() && t > 0.0 => Some(Duration::from_secs_f64(t)),
             Some(0.0) | None => None,
-            Some(t) => return Err(AgentError::invalid("options_json.timeout", format!("{t} is not a positive number of seconds"))),
+            Some(t) => {
+                return Err(AgentError::invalid(
+                    "options_json.timeout",
+                    format!("{t} is not a positive number of seconds"),
+                ))
+            }
         };
         let run_id = if request.run_id.is_empty() { exec::new_run_id() } else { request.run_id.clone() };
-        let result = exec::run_batch(self.kernels.runtime().as_ref(), &kernel.container_id, options.build.as_deref(), &command, timeout).await?;
+        let result = exec::run_batch(
+            self.kernels.runtime().as_ref(),
+            &kernel.container_id,
+            options.build.as_deref(),
+            &command,
+            timeout,
+        )
+        .await?;
         for item in &result.console {
             if !sink(console_record(item)) {
                 break;
@@ -696,7 +784,8 @@ impl Agent {
         if request.path.is_empty() {
             return Err(AgentError::invalid("path", "is required"));
         }
-        let path = if request.path.starts_with('/') { request.path.clone() } else { format!("{WORK_DIR}/{}", request.path) };
+        let path =
+            if request.path.starts_with('/') { request.path.clone() } else { format!("{WORK_DIR}/{}", request.path) };
         Ok(self.kernels.runtime().copy_out(&kernel.container_id, &path).await?)
     }
 
@@ -705,7 +794,11 @@ impl Agent {
     pub async fn list_files(&self, request: &pb::ListFilesRequest) -> Result<pb::ListFilesReply> {
         let kernel = self.kernel_of("kernel_id", &request.kernel_id)?;
         let parts = work_relative("path", &request.path)?;
-        let root = self.kernels.runtime().work_dir_on_host(&kernel.container_id).unwrap_or_else(|| kernel.scratch.work.clone());
+        let root = self
+            .kernels
+            .runtime()
+            .work_dir_on_host(&kernel.container_id)
+            .unwrap_or_else(|| kernel.scratch.work.clone());
         let abspath = if parts.is_empty() { WORK_DIR.to_string() } else { format!("{WORK_DIR}/{}", parts.join("/")) };
         tokio::task::spawn_blocking(move || list_dir(&root, &parts, abspath))
             .await
@@ -726,7 +819,11 @@ impl Agent {
             return Ok(serde_json::to_value(&stats.last).unwrap_or(Value::Null));
         }
         let kernel = self.kernel_of("kernel_id", kernel_id)?;
-        Ok(stats.last.get(&kernel.kernel_id).map(|m| serde_json::to_value(m).unwrap_or(Value::Null)).unwrap_or(Value::Null))
+        Ok(stats
+            .last
+            .get(&kernel.kernel_id)
+            .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
+            .unwrap_or(Value::Null))
     }
 
     /// Reconciles against the manager's expected kernels.
@@ -741,7 +838,13 @@ impl Agent {
         for (kernel_id, session_id) in &want {
             let busy = self.is_busy(kernel_id);
             if self.kernels.kernel(*kernel_id).is_none() && !busy {
-                self.emit(Event::KernelTerminated { kernel_id: *kernel_id, session_id: *session_id, reason: "already-terminated".into(), exit_code: -1 }).await;
+                self.emit(Event::KernelTerminated {
+                    kernel_id: *kernel_id,
+                    session_id: *session_id,
+                    reason: "already-terminated".into(),
+                    exit_code: -1,
+                })
+                .await;
                 reply.missing.push(kernel_id.to_string());
             }
         }
@@ -828,7 +931,10 @@ impl Agent {
                 return Err(AgentError::invalid(format!("images[{i}].image"), "is required"));
             }
             if !matches!(image.auto_pull.as_str(), "" | "digest" | "tag" | "none") {
-                return Err(AgentError::invalid(format!("images[{i}].auto_pull"), format!("{:?} is not digest, tag or none", image.auto_pull)));
+                return Err(AgentError::invalid(
+                    format!("images[{i}].auto_pull"),
+                    format!("{:?} is not digest, tag or none", image.auto_pull),
+                ));
             }
         }
         let mut tasks = BTreeMap::new();
@@ -874,7 +980,12 @@ impl Agent {
             self.emit(Event::BgtaskDone { task_id, message: Some("Image already exists".into()) }).await;
             return;
         }
-        self.emit(Event::ImagePullStarted { image: image.image.clone(), agent_id: agent_id.clone(), timestamp: now_unix() }).await;
+        self.emit(Event::ImagePullStarted {
+            image: image.image.clone(),
+            agent_id: agent_id.clone(),
+            timestamp: now_unix(),
+        })
+        .await;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PullProgress>();
         let progress = move |p: PullProgress| {
             let _ = tx.send(p);
@@ -887,7 +998,9 @@ impl Agent {
                     if last.elapsed() >= Duration::from_millis(500) {
                         last = Instant::now();
                         let (current, total) = (p.current.unwrap_or(0) as f64, p.total.unwrap_or(0) as f64);
-                        agent.emit(Event::BgtaskUpdated { task_id, current, total, message: Some(p.status.clone()) }).await;
+                        agent
+                            .emit(Event::BgtaskUpdated { task_id, current, total, message: Some(p.status.clone()) })
+                            .await;
                     }
                 }
             })
@@ -897,7 +1010,13 @@ impl Agent {
         let _ = forward.await;
         match result {
             Ok(()) => {
-                self.emit(Event::ImagePullFinished { image: image.image.clone(), agent_id, timestamp: now_unix(), msg: None }).await;
+                self.emit(Event::ImagePullFinished {
+                    image: image.image.clone(),
+                    agent_id,
+                    timestamp: now_unix(),
+                    msg: None,
+                })
+                .await;
                 self.emit(Event::BgtaskDone { task_id, message: None }).await;
             }
             Err(e) => {
@@ -989,7 +1108,9 @@ impl Agent {
             })
             .collect();
         let images: Vec<Value> = match self.kernels.runtime().list_images().await {
-            Ok(list) => list.into_iter().flat_map(|i| i.tags.into_iter().map(move |t| json!([t, i.id.clone()]))).collect(),
+            Ok(list) => {
+                list.into_iter().flat_map(|i| i.tags.into_iter().map(move |t| json!([t, i.id.clone()]))).collect()
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "could not list images for the heartbeat");
                 Vec::new()
@@ -1044,7 +1165,13 @@ impl Agent {
             Ok(node) => {
                 self.metrics.stat_succeeded(StatScope::Node);
                 let n = node.node;
-                for (name, mv) in [("cpu_util", n.cpu_util), ("mem", n.mem), ("disk", n.disk), ("net_rx", n.net_rx), ("net_tx", n.net_tx)] {
+                for (name, mv) in [
+                    ("cpu_util", n.cpu_util),
+                    ("mem", n.mem),
+                    ("disk", n.disk),
+                    ("net_rx", n.net_rx),
+                    ("net_tx", n.net_tx),
+                ] {
                     set_values(|vt, v| self.metrics.set_device_metric(name, "root", vt, v), &mv);
                 }
                 let gpu = self.device_stats();
@@ -1103,13 +1230,28 @@ impl Agent {
                         }
                         if let (Some(used), Some(total)) = (d.memory_used, d.memory_total) {
                             self.metrics.set_device_metric(&format!("{key}_mem"), &d.device_id, "current", used as f64);
-                            self.metrics.set_device_metric(&format!("{key}_mem"), &d.device_id, "capacity", total as f64);
+                            self.metrics.set_device_metric(
+                                &format!("{key}_mem"),
+                                &d.device_id,
+                                "capacity",
+                                total as f64,
+                            );
                         }
                         if let Some(t) = d.temperature {
-                            self.metrics.set_device_metric(&format!("{key}_temp"), &d.device_id, "current", decimal_f64(t));
+                            self.metrics.set_device_metric(
+                                &format!("{key}_temp"),
+                                &d.device_id,
+                                "current",
+                                decimal_f64(t),
+                            );
                         }
                         if let Some(p) = d.power {
-                            self.metrics.set_device_metric(&format!("{key}_power"), &d.device_id, "current", decimal_f64(p));
+                            self.metrics.set_device_metric(
+                                &format!("{key}_power"),
+                                &d.device_id,
+                                "current",
+                                decimal_f64(p),
+                            );
                         }
                     }
                 }
@@ -1157,7 +1299,12 @@ fn service_ports(kernel: &Kernel) -> Vec<pb::ServicePort> {
             name: s.name.clone(),
             protocol: s.protocol.clone(),
             container_ports: s.container_ports.iter().map(|&p| u32::from(p)).collect(),
-            host_ports: s.container_ports.iter().filter_map(|c| kernel.host_ports.get(c)).map(|&p| u32::from(p)).collect(),
+            host_ports: s
+                .container_ports
+                .iter()
+                .filter_map(|c| kernel.host_ports.get(c))
+                .map(|&p| u32::from(p))
+                .collect(),
         })
         .collect()
 }
@@ -1189,7 +1336,8 @@ fn list_dir(root: &std::path::Path, parts: &[String], abspath: String) -> Result
     let mut dir = root.to_path_buf();
     for part in parts {
         dir.push(part);
-        let meta = std::fs::symlink_metadata(&dir).map_err(|e| AgentError::invalid("path", format!("{abspath}: {e}")))?;
+        let meta =
+            std::fs::symlink_metadata(&dir).map_err(|e| AgentError::invalid("path", format!("{abspath}: {e}")))?;
         if meta.file_type().is_symlink() {
             return Err(AgentError::invalid("path", format!("{abspath}: symbolic links are not followed")));
         }

@@ -347,7 +347,8 @@ impl AgentConfig {
 
     /// Reads and parses a TOML file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| invalid("config file", format!("{}: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| invalid("config file", format!("{}: {e}", path.display())))?;
         Self::from_toml(&text).map_err(|e| match e {
             AgentError::Config { reason, .. } => invalid(&path.display().to_string(), reason),
             other => other,
@@ -416,7 +417,8 @@ impl AgentConfig {
             self.container.vfolder_root = v.clone();
         }
         if let Some(v) = &cli.port_range {
-            let (a, b) = v.split_once('-').ok_or_else(|| invalid("--port-range", format!("{v:?} is not FIRST-LAST")))?;
+            let (a, b) =
+                v.split_once('-').ok_or_else(|| invalid("--port-range", format!("{v:?} is not FIRST-LAST")))?;
             let parse = |s: &str| s.trim().parse::<u16>().map_err(|e| invalid("--port-range", format!("{s:?}: {e}")));
             self.container.port_range = [parse(a)?, parse(b)?];
         }
@@ -440,7 +442,10 @@ impl AgentConfig {
         }
         let [first, last] = self.container.port_range;
         if first == 0 || first > last {
-            return Err(invalid("container.port-range", format!("[{first}, {last}] is not a range of ports 1..=65535")));
+            return Err(invalid(
+                "container.port-range",
+                format!("[{first}, {last}] is not a range of ports 1..=65535"),
+            ));
         }
         if self.rpc.tls_cert.is_some() != self.rpc.tls_key.is_some() {
             return Err(invalid("rpc.tls-cert", "tls-cert and tls-key go together"));
@@ -455,7 +460,8 @@ impl AgentConfig {
     pub fn agent_id(&self) -> Result<bai_core::AgentId> {
         let raw = if self.agent.id.is_empty() {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-            let host: String = host.trim().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
+            let host: String =
+                host.trim().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
             format!("i-{}", if host.is_empty() { "localhost" } else { host.as_str() })
         } else {
             self.agent.id.clone()
@@ -513,14 +519,13 @@ impl GlobalConfig {
         if etcd.endpoints.is_empty() {
             return Ok(Self::default());
         }
-        let unreachable = |e: etcd_client::Error| invalid("etcd.endpoints", format!("{}: {e}", etcd.endpoints.join(",")));
-        let mut client = tokio::time::timeout(
-            Duration::from_secs(10),
-            etcd_client::Client::connect(&etcd.endpoints, None),
-        )
-        .await
-        .map_err(|_| invalid("etcd.endpoints", format!("{}: no answer within 10 s", etcd.endpoints.join(","))))?
-        .map_err(unreachable)?;
+        let unreachable =
+            |e: etcd_client::Error| invalid("etcd.endpoints", format!("{}: {e}", etcd.endpoints.join(",")));
+        let mut client =
+            tokio::time::timeout(Duration::from_secs(10), etcd_client::Client::connect(&etcd.endpoints, None))
+                .await
+                .map_err(|_| invalid("etcd.endpoints", format!("{}: no answer within 10 s", etcd.endpoints.join(","))))?
+                .map_err(unreachable)?;
         let prefix = format!("/bai/{}/config", etcd.namespace);
         let mut values = Vec::new();
         for key in [format!("{prefix}/agent/rpc-token"), format!("{prefix}/redis/url")] {

@@ -116,7 +116,11 @@ pub async fn event_bus(config: &AgentConfig, global: &GlobalConfig) -> Result<Ar
     })
 }
 
-fn every(interval: Duration, agent: &Arc<Agent>, what: fn(Arc<Agent>) -> futures::future::BoxFuture<'static, ()>) -> JoinHandle<()> {
+fn every(
+    interval: Duration,
+    agent: &Arc<Agent>,
+    what: fn(Arc<Agent>) -> futures::future::BoxFuture<'static, ()>,
+) -> JoinHandle<()> {
     let agent = agent.clone();
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
@@ -143,7 +147,8 @@ pub async fn start(config: AgentConfig, bus: Option<Arc<dyn EventBus>>) -> Resul
             })
         }
     };
-    bai_agent_runtime::rpc::TokenCheck::new(&token).map_err(|e| AgentError::Config { field: "rpc.token".into(), reason: e.to_string() })?;
+    bai_agent_runtime::rpc::TokenCheck::new(&token)
+        .map_err(|e| AgentError::Config { field: "rpc.token".into(), reason: e.to_string() })?;
     let id = config.agent_id()?;
 
     let runtime = container_runtime(&config).await?;
@@ -182,16 +187,20 @@ pub async fn start(config: AgentConfig, bus: Option<Arc<dyn EventBus>>) -> Resul
         None => event_bus(&config, &global).await?,
     };
 
-    let rpc_listener = tokio::net::TcpListener::bind(config.agent.rpc_listen)
-        .await
-        .map_err(|e| AgentError::Serve { what: "RPC server", reason: format!("cannot listen on {}: {e}", config.agent.rpc_listen) })?;
-    let metrics_listener = tokio::net::TcpListener::bind(config.agent.metrics_listen).await.map_err(|e| AgentError::Serve {
-        what: "metrics server",
-        reason: format!("cannot listen on {}: {e}", config.agent.metrics_listen),
+    let rpc_listener = tokio::net::TcpListener::bind(config.agent.rpc_listen).await.map_err(|e| AgentError::Serve {
+        what: "RPC server",
+        reason: format!("cannot listen on {}: {e}", config.agent.rpc_listen),
     })?;
-    let rpc_addr = rpc_listener.local_addr().map_err(|e| AgentError::Serve { what: "RPC server", reason: e.to_string() })?;
-    let metrics_addr =
-        metrics_listener.local_addr().map_err(|e| AgentError::Serve { what: "metrics server", reason: e.to_string() })?;
+    let metrics_listener =
+        tokio::net::TcpListener::bind(config.agent.metrics_listen).await.map_err(|e| AgentError::Serve {
+            what: "metrics server",
+            reason: format!("cannot listen on {}: {e}", config.agent.metrics_listen),
+        })?;
+    let rpc_addr =
+        rpc_listener.local_addr().map_err(|e| AgentError::Serve { what: "RPC server", reason: e.to_string() })?;
+    let metrics_addr = metrics_listener
+        .local_addr()
+        .map_err(|e| AgentError::Serve { what: "metrics server", reason: e.to_string() })?;
 
     let settings = AgentSettings {
         id: id.clone(),
@@ -222,7 +231,9 @@ pub async fn start(config: AgentConfig, bus: Option<Arc<dyn EventBus>>) -> Resul
     };
     let service = AgentService::new(agent.clone());
     let tls = match (&config.rpc.tls_cert, &config.rpc.tls_key) {
-        (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: config.rpc.tls_client_ca.clone() }),
+        (Some(cert), Some(key)) => {
+            Some(TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: config.rpc.tls_client_ca.clone() })
+        }
         _ => None,
     };
     let rpc_server = {
@@ -246,5 +257,14 @@ pub async fn start(config: AgentConfig, bus: Option<Arc<dyn EventBus>>) -> Resul
         every(settings.stat_interval, &agent, |a| Box::pin(async move { a.collect_stats().await })),
     ];
     tracing::info!(agent = %id, rpc = %rpc_addr, metrics = %metrics_addr, "agent started");
-    Ok(RunningAgent { agent, rpc_addr, metrics_addr, token, service, stop, servers: vec![rpc_server, metrics_server], timers })
+    Ok(RunningAgent {
+        agent,
+        rpc_addr,
+        metrics_addr,
+        token,
+        service,
+        stop,
+        servers: vec![rpc_server, metrics_server],
+        timers,
+    })
 }

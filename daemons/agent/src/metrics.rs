@@ -50,12 +50,10 @@ use prometheus_client::registry::Registry;
 
 /// The buckets (upper bounds, in seconds) of `backendai_rpc_request_duration_seconds`;
 /// the exposition adds the `+Inf` bucket.
-pub const RPC_DURATION_BUCKETS: [f64; 10] =
-    [0.001, 0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0];
+pub const RPC_DURATION_BUCKETS: [f64; 10] = [0.001, 0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0];
 
 /// The content type [`serve`] answers `GET /metrics` with.
-pub const OPENMETRICS_CONTENT_TYPE: &str =
-    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// A gauge holding an `f64`.
 type GaugeF64 = Gauge<f64, AtomicU64>;
@@ -226,16 +224,12 @@ impl AgentMetrics {
     pub fn new(agent_id: &str) -> Self {
         let mut registry = Registry::default();
         let agent_id = label(agent_id);
-        let agent_labels = AgentLabels {
-            agent_id: agent_id.clone(),
-        };
+        let agent_labels = AgentLabels { agent_id: agent_id.clone() };
 
         let rpc_requests = Family::<MethodLabels, Counter>::default();
         let rpc_failure_requests = Family::<MethodFailureLabels, Counter>::default();
         let rpc_request_duration =
-            Family::<MethodLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                rpc_duration_histogram,
-            );
+            Family::<MethodLabels, Histogram, fn() -> Histogram>::new_with_constructor(rpc_duration_histogram);
         let container_utilization = Family::<ContainerLabels, GaugeF64>::default();
         let device_utilization = Family::<DeviceLabels, GaugeF64>::default();
         let sync_trigger = Family::<AgentLabels, Counter>::default();
@@ -312,26 +306,10 @@ impl AgentMetrics {
             "Timestamp of the agent's last heartbeat (unix seconds)",
             heartbeat.clone(),
         );
-        registry.register(
-            "backendai_agent_cpu_usage",
-            "CPU usage of the agent node in percent",
-            cpu_usage.clone(),
-        );
-        registry.register(
-            "backendai_agent_mem_usage",
-            "Memory usage of the agent node in bytes",
-            mem_usage.clone(),
-        );
-        registry.register(
-            "backendai_agent_gpu_usage",
-            "GPU usage of the agent node in percent",
-            gpu_usage.clone(),
-        );
-        registry.register(
-            "backendai_kernel_count",
-            "Number of kernels running on the agent",
-            kernel_count.clone(),
-        );
+        registry.register("backendai_agent_cpu_usage", "CPU usage of the agent node in percent", cpu_usage.clone());
+        registry.register("backendai_agent_mem_usage", "Memory usage of the agent node in bytes", mem_usage.clone());
+        registry.register("backendai_agent_gpu_usage", "GPU usage of the agent node in percent", gpu_usage.clone());
+        registry.register("backendai_kernel_count", "Number of kernels running on the agent", kernel_count.clone());
 
         for gauge in [&heartbeat, &cpu_usage, &mem_usage, &gpu_usage] {
             gauge.get_or_create(&agent_labels).set(0.0);
@@ -366,31 +344,18 @@ impl AgentMetrics {
     /// duration, and when `failure` is `Some(exception)` also counts it as a failure with
     /// that `exception` label.
     pub fn observe_rpc(&self, method: &str, elapsed: Duration, failure: Option<&str>) {
-        let labels = MethodLabels {
-            method: label(method),
-        };
+        let labels = MethodLabels { method: label(method) };
         self.rpc_requests.get_or_create(&labels).inc();
-        self.rpc_request_duration
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
+        self.rpc_request_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
         if let Some(exception) = failure {
-            let labels = MethodFailureLabels {
-                method: labels.method,
-                exception: label(exception),
-            };
+            let labels = MethodFailureLabels { method: labels.method, exception: label(exception) };
             self.rpc_failure_requests.get_or_create(&labels).inc();
         }
     }
 
     /// Sets the `backendai_container_utilization` series of `kernel` for `metric`
     /// (`container_metric_name`) and `value_type` (`current`, `capacity` or `pct`).
-    pub fn set_container_metric(
-        &self,
-        kernel: &KernelMetricLabels,
-        metric: &str,
-        value_type: &str,
-        value: f64,
-    ) {
+    pub fn set_container_metric(&self, kernel: &KernelMetricLabels, metric: &str, value_type: &str, value: f64) {
         let labels = ContainerLabels {
             container_metric_name: label(metric),
             agent_id: self.agent_id.clone(),
@@ -402,24 +367,15 @@ impl AgentMetrics {
         };
         // Holding the index lock while creating the series keeps a concurrent
         // `forget_kernel` from leaving a series behind that the index no longer knows.
-        let mut index = self
-            .kernel_series
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut index = self.kernel_series.lock().unwrap_or_else(PoisonError::into_inner);
         self.container_utilization.get_or_create(&labels).set(value);
-        index
-            .entry(kernel.kernel_id.clone())
-            .or_default()
-            .insert(labels);
+        index.entry(kernel.kernel_id.clone()).or_default().insert(labels);
     }
 
     /// Removes every `backendai_container_utilization` series of the kernel `kernel_id`
     /// (for a kernel that is gone); a kernel without series is a no-op.
     pub fn forget_kernel(&self, kernel_id: &str) {
-        let mut index = self
-            .kernel_series
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut index = self.kernel_series.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(series) = index.remove(kernel_id) {
             for labels in &series {
                 self.container_utilization.remove(labels);
@@ -447,56 +403,39 @@ impl AgentMetrics {
     /// Counts a successful container lifecycle synchronization that synchronized `n`
     /// kernels: the success counter grows by `n` (and exists even when `n` is 0).
     pub fn sync_succeeded(&self, n: u64) {
-        self.sync_success
-            .get_or_create(&self.agent_labels)
-            .inc_by(n);
+        self.sync_success.get_or_create(&self.agent_labels).inc_by(n);
     }
 
     /// Counts a failed container lifecycle synchronization with `exception`.
     pub fn sync_failed(&self, exception: &str) {
-        let labels = AgentFailureLabels {
-            agent_id: self.agent_id.clone(),
-            exception: label(exception),
-        };
+        let labels = AgentFailureLabels { agent_id: self.agent_id.clone(), exception: label(exception) };
         self.sync_failure.get_or_create(&labels).inc();
     }
 
     fn stat_labels(&self, scope: StatScope) -> StatLabels {
-        StatLabels {
-            agent_id: self.agent_id.clone(),
-            stat_scope: scope,
-        }
+        StatLabels { agent_id: self.agent_id.clone(), stat_scope: scope }
     }
 
     /// Counts a triggered statistics collection task of `scope`.
     pub fn stat_triggered(&self, scope: StatScope) {
-        self.stat_trigger
-            .get_or_create(&self.stat_labels(scope))
-            .inc();
+        self.stat_trigger.get_or_create(&self.stat_labels(scope)).inc();
     }
 
     /// Counts a successful statistics collection task of `scope`.
     pub fn stat_succeeded(&self, scope: StatScope) {
-        self.stat_success
-            .get_or_create(&self.stat_labels(scope))
-            .inc();
+        self.stat_success.get_or_create(&self.stat_labels(scope)).inc();
     }
 
     /// Counts a failed statistics collection task of `scope` with `exception`.
     pub fn stat_failed(&self, scope: StatScope, exception: &str) {
-        let labels = StatFailureLabels {
-            agent_id: self.agent_id.clone(),
-            stat_scope: scope,
-            exception: label(exception),
-        };
+        let labels =
+            StatFailureLabels { agent_id: self.agent_id.clone(), stat_scope: scope, exception: label(exception) };
         self.stat_failure.get_or_create(&labels).inc();
     }
 
     /// Records the time of the last heartbeat (unix seconds).
     pub fn heartbeat(&self, unix_seconds: f64) {
-        self.heartbeat
-            .get_or_create(&self.agent_labels)
-            .set(unix_seconds);
+        self.heartbeat.get_or_create(&self.agent_labels).set(unix_seconds);
     }
 
     /// Sets the number of running kernels.
@@ -506,15 +445,9 @@ impl AgentMetrics {
 
     /// Sets the node's CPU usage (percent), memory usage (bytes) and GPU usage (percent).
     pub fn set_usage(&self, cpu_pct: f64, mem_bytes: f64, gpu_pct: f64) {
-        self.cpu_usage
-            .get_or_create(&self.agent_labels)
-            .set(cpu_pct);
-        self.mem_usage
-            .get_or_create(&self.agent_labels)
-            .set(mem_bytes);
-        self.gpu_usage
-            .get_or_create(&self.agent_labels)
-            .set(gpu_pct);
+        self.cpu_usage.get_or_create(&self.agent_labels).set(cpu_pct);
+        self.mem_usage.get_or_create(&self.agent_labels).set(mem_bytes);
+        self.gpu_usage.get_or_create(&self.agent_labels).set(gpu_pct);
     }
 
     /// The OpenMetrics text exposition of every metric, ending with `# EOF`.
@@ -529,14 +462,8 @@ impl AgentMetrics {
     }
 }
 
-async fn metrics_handler(
-    axum::extract::State(metrics): axum::extract::State<Arc<AgentMetrics>>,
-) -> impl IntoResponse {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
-        metrics.encode(),
-    )
+async fn metrics_handler(axum::extract::State(metrics): axum::extract::State<Arc<AgentMetrics>>) -> impl IntoResponse {
+    (StatusCode::OK, [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], metrics.encode())
 }
 
 /// Serves `GET /metrics` (the text of [`AgentMetrics::encode`], content type
@@ -554,9 +481,7 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving metrics");
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
 #[cfg(test)]
@@ -593,10 +518,7 @@ mod tests {
     }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     /// Parses the label set after `{` up to and including `}`; returns it and the rest.
@@ -631,10 +553,7 @@ mod tests {
                     c => value.push(c),
                 }
             };
-            assert!(
-                out.insert(key.clone(), value).is_none(),
-                "duplicate label {key}"
-            );
+            assert!(out.insert(key.clone(), value).is_none(), "duplicate label {key}");
             s = &s[end..];
         }
     }
@@ -648,13 +567,7 @@ mod tests {
             }
             if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let (name, kind) = rest.split_once(' ').expect("TYPE line");
-                assert!(
-                    exposition
-                        .types
-                        .insert(name.to_owned(), kind.to_owned())
-                        .is_none(),
-                    "duplicate TYPE {name}"
-                );
+                assert!(exposition.types.insert(name.to_owned(), kind.to_owned()).is_none(), "duplicate TYPE {name}");
                 continue;
             }
             assert!(!line.starts_with('#'), "unexpected comment {line}");
@@ -670,11 +583,7 @@ mod tests {
                 "-Inf" => f64::NEG_INFINITY,
                 v => v.parse().unwrap_or_else(|_| panic!("bad value {v:?}")),
             };
-            exposition.samples.push(Sample {
-                name,
-                labels,
-                value,
-            });
+            exposition.samples.push(Sample { name, labels, value });
         }
         exposition
     }
@@ -691,11 +600,7 @@ mod tests {
     fn populated() -> AgentMetrics {
         let m = AgentMetrics::new("i-agent1");
         m.observe_rpc("create_kernels", Duration::from_millis(5), None);
-        m.observe_rpc(
-            "create_kernels",
-            Duration::from_millis(700),
-            Some("DockerError"),
-        );
+        m.observe_rpc("create_kernels", Duration::from_millis(700), Some("DockerError"));
         m.observe_rpc("ping", Duration::from_micros(100), None);
         m.set_container_metric(&kernel("k1"), "cpu_util", "current", 12.5);
         m.set_container_metric(&kernel("k1"), "cpu_util", "capacity", 200.0);
@@ -727,18 +632,9 @@ mod tests {
             ("backendai_rpc_request_duration_seconds", "histogram"),
             ("backendai_container_utilization", "gauge"),
             ("backendai_device_utilization", "gauge"),
-            (
-                "backendai_sync_container_lifecycle_trigger_count",
-                "counter",
-            ),
-            (
-                "backendai_sync_container_lifecycle_success_count",
-                "counter",
-            ),
-            (
-                "backendai_sync_container_lifecycle_failure_count",
-                "counter",
-            ),
+            ("backendai_sync_container_lifecycle_trigger_count", "counter"),
+            ("backendai_sync_container_lifecycle_success_count", "counter"),
+            ("backendai_sync_container_lifecycle_failure_count", "counter"),
             ("backendai_stat_task_trigger_count", "counter"),
             ("backendai_stat_task_success_count", "counter"),
             ("backendai_stat_task_failure_count", "counter"),
@@ -748,19 +644,15 @@ mod tests {
             ("backendai_agent_gpu_usage", "gauge"),
             ("backendai_kernel_count", "gauge"),
         ];
-        let expected: BTreeMap<String, String> = expected_types
-            .iter()
-            .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
-            .collect();
+        let expected: BTreeMap<String, String> =
+            expected_types.iter().map(|(n, t)| ((*n).to_owned(), (*t).to_owned())).collect();
         assert_eq!(exposition.types, expected);
 
         // Every sample name is its family's name plus the suffix of its type.
         for sample in &exposition.samples {
             let family = expected_types.iter().find(|(n, t)| match *t {
                 "counter" => sample.name == format!("{n}_total"),
-                "histogram" => ["_bucket", "_sum", "_count"]
-                    .iter()
-                    .any(|s| sample.name == format!("{n}{s}")),
+                "histogram" => ["_bucket", "_sum", "_count"].iter().any(|s| sample.name == format!("{n}{s}")),
                 _ => sample.name == *n,
             });
             assert!(family.is_some(), "unexpected sample {}", sample.name);
@@ -771,23 +663,14 @@ mod tests {
         // RPC.
         let rpc = exposition.named("backendai_rpc_requests_total");
         assert_eq!(rpc.len(), 2);
-        let create = rpc
-            .iter()
-            .find(|s| s.labels == labels(&[("method", "create_kernels")]))
-            .expect("create_kernels");
+        let create = rpc.iter().find(|s| s.labels == labels(&[("method", "create_kernels")])).expect("create_kernels");
         assert_eq!(create.value, 2.0);
         let failure = exposition.one("backendai_rpc_failure_requests_total");
-        assert_eq!(
-            failure.labels,
-            labels(&[("method", "create_kernels"), ("exception", "DockerError")])
-        );
+        assert_eq!(failure.labels, labels(&[("method", "create_kernels"), ("exception", "DockerError")]));
         assert_eq!(failure.value, 1.0);
         let counts = exposition.named("backendai_rpc_request_duration_seconds_count");
         assert_eq!(counts.len(), 2);
-        for sample in exposition
-            .samples
-            .iter()
-            .filter(|s| s.name.starts_with("backendai_rpc_request_duration_seconds"))
+        for sample in exposition.samples.iter().filter(|s| s.name.starts_with("backendai_rpc_request_duration_seconds"))
         {
             let keys: Vec<&str> = sample.labels.keys().map(String::as_str).collect();
             if sample.name.ends_with("_bucket") {
@@ -828,31 +711,17 @@ mod tests {
         let device = exposition.one("backendai_device_utilization");
         assert_eq!(
             device.labels,
-            labels(&[
-                ("device_metric_name", "cuda_util"),
-                agent,
-                ("device_id", "gpu0"),
-                ("value_type", "pct"),
-            ])
+            labels(&[("device_metric_name", "cuda_util"), agent, ("device_id", "gpu0"), ("value_type", "pct"),])
         );
         assert_eq!(device.value, 80.0);
 
         // Lifecycle sync.
         let trigger = exposition.one("backendai_sync_container_lifecycle_trigger_count_total");
-        assert_eq!(
-            (trigger.labels.clone(), trigger.value),
-            (labels(&[agent]), 2.0)
-        );
+        assert_eq!((trigger.labels.clone(), trigger.value), (labels(&[agent]), 2.0));
         let success = exposition.one("backendai_sync_container_lifecycle_success_count_total");
-        assert_eq!(
-            (success.labels.clone(), success.value),
-            (labels(&[agent]), 3.0)
-        );
+        assert_eq!((success.labels.clone(), success.value), (labels(&[agent]), 3.0));
         let failure = exposition.one("backendai_sync_container_lifecycle_failure_count_total");
-        assert_eq!(
-            (failure.labels.clone(), failure.value),
-            (labels(&[agent, ("exception", "TimeoutError")]), 1.0)
-        );
+        assert_eq!((failure.labels.clone(), failure.value), (labels(&[agent, ("exception", "TimeoutError")]), 1.0));
 
         // Stat tasks.
         let scopes: BTreeMap<String, f64> = exposition
@@ -866,18 +735,12 @@ mod tests {
             .collect();
         assert_eq!(
             scopes,
-            [("container", 1.0), ("node", 1.0), ("process", 1.0)]
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), *v))
-                .collect()
+            [("container", 1.0), ("node", 1.0), ("process", 1.0)].iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
         );
         let success = exposition.one("backendai_stat_task_success_count_total");
         assert_eq!(success.labels, labels(&[agent, ("stat_scope", "node")]));
         let failure = exposition.one("backendai_stat_task_failure_count_total");
-        assert_eq!(
-            failure.labels,
-            labels(&[agent, ("stat_scope", "container"), ("exception", "OSError")])
-        );
+        assert_eq!(failure.labels, labels(&[agent, ("stat_scope", "container"), ("exception", "OSError")]));
 
         // Per-agent gauges.
         for (name, value) in [
@@ -910,34 +773,11 @@ mod tests {
         let mut expected = RPC_DURATION_BUCKETS.to_vec();
         expected.push(f64::INFINITY);
         assert_eq!(les, expected);
-        assert_eq!(
-            expected,
-            [
-                0.001,
-                0.01,
-                0.1,
-                0.5,
-                1.0,
-                2.0,
-                5.0,
-                10.0,
-                30.0,
-                60.0,
-                f64::INFINITY
-            ]
-        );
+        assert_eq!(expected, [0.001, 0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, f64::INFINITY]);
         // Cumulative counts: 0.05 s lands in le=0.1, 100 s only in +Inf.
         let counts: Vec<f64> = buckets.iter().map(|s| s.value).collect();
-        assert_eq!(
-            counts,
-            [0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0]
-        );
-        assert_eq!(
-            exposition
-                .one("backendai_rpc_request_duration_seconds_count")
-                .value,
-            2.0
-        );
+        assert_eq!(counts, [0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0]);
+        assert_eq!(exposition.one("backendai_rpc_request_duration_seconds_count").value, 2.0);
     }
 
     #[test]
@@ -953,18 +793,11 @@ mod tests {
         // The kernel can come back, and forgetting the last kernel empties the family
         // (prometheus-client then leaves the family out of the exposition).
         m.set_container_metric(&kernel("k1"), "cpu_util", "current", 1.0);
-        assert_eq!(
-            parse(&m.encode())
-                .named("backendai_container_utilization")
-                .len(),
-            2
-        );
+        assert_eq!(parse(&m.encode()).named("backendai_container_utilization").len(), 2);
         m.forget_kernel("k1");
         m.forget_kernel("k2");
         let exposition = parse(&m.encode());
-        assert!(exposition
-            .named("backendai_container_utilization")
-            .is_empty());
+        assert!(exposition.named("backendai_container_utilization").is_empty());
     }
 
     #[test]
@@ -1008,9 +841,7 @@ mod tests {
 
     #[tokio::test]
     async fn serves_metrics_and_404_elsewhere() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let metrics = Arc::new(populated());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -1022,28 +853,17 @@ mod tests {
         let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
         assert!(
-            head.lines()
-                .any(|l| l
-                    .eq_ignore_ascii_case(&format!("content-type: {OPENMETRICS_CONTENT_TYPE}"))),
+            head.lines().any(|l| l.eq_ignore_ascii_case(&format!("content-type: {OPENMETRICS_CONTENT_TYPE}"))),
             "{head}"
         );
-        assert!(
-            body.contains("backendai_rpc_requests_total{method=\"ping\"} 1\n"),
-            "{body}"
-        );
+        assert!(body.contains("backendai_rpc_requests_total{method=\"ping\"} 1\n"), "{body}");
         assert!(body.ends_with("# EOF\n"));
         assert_eq!(parse(body).types.len(), 16);
 
         let response = http_get(addr, "/nope").await;
-        assert!(
-            response.starts_with("HTTP/1.1 404 Not Found\r\n"),
-            "{response}"
-        );
+        assert!(response.starts_with("HTTP/1.1 404 Not Found\r\n"), "{response}");
         let response = http_get(addr, "/").await;
-        assert!(
-            response.starts_with("HTTP/1.1 404 Not Found\r\n"),
-            "{response}"
-        );
+        assert!(response.starts_with("HTTP/1.1 404 Not Found\r\n"), "{response}");
 
         stop.send(()).expect("server still running");
         tokio::time::timeout(Duration::from_secs(10), server)

@@ -75,7 +75,10 @@ impl AgentRpc for AgentService {
         self.call("gather_hwinfo", async { Ok(pb::JsonReply { json: self.agent.hwinfo().to_string() }) }).await
     }
 
-    async fn create_kernels(&self, request: Request<pb::CreateKernelsRequest>) -> Result<Response<pb::CreateKernelsReply>, Status> {
+    async fn create_kernels(
+        &self,
+        request: Request<pb::CreateKernelsRequest>,
+    ) -> Result<Response<pb::CreateKernelsReply>, Status> {
         let request = request.into_inner();
         self.call("create_kernels", async {
             let kernels = self.agent.create_kernels(&request).await?;
@@ -84,19 +87,26 @@ impl AgentRpc for AgentService {
         .await
     }
 
-    async fn destroy_kernel(&self, request: Request<pb::DestroyKernelRequest>) -> Result<Response<pb::DestroyKernelReply>, Status> {
+    async fn destroy_kernel(
+        &self,
+        request: Request<pb::DestroyKernelRequest>,
+    ) -> Result<Response<pb::DestroyKernelReply>, Status> {
         let r = request.into_inner();
         self.call("destroy_kernel", async {
             let kernel_id: KernelId = parse_id("kernel_id", &r.kernel_id)?;
             let session_id: Option<SessionId> =
                 if r.session_id.is_empty() { None } else { Some(parse_id("session_id", &r.session_id)?) };
-            let (exit_code, reason) = self.agent.destroy_kernel(kernel_id, session_id, &r.reason, r.suppress_events).await?;
+            let (exit_code, reason) =
+                self.agent.destroy_kernel(kernel_id, session_id, &r.reason, r.suppress_events).await?;
             Ok(pb::DestroyKernelReply { exit_code, reason })
         })
         .await
     }
 
-    async fn restart_kernel(&self, request: Request<pb::RestartKernelRequest>) -> Result<Response<pb::KernelCreated>, Status> {
+    async fn restart_kernel(
+        &self,
+        request: Request<pb::RestartKernelRequest>,
+    ) -> Result<Response<pb::KernelCreated>, Status> {
         let r = request.into_inner();
         self.call("restart_kernel", async {
             let kernel_id: KernelId = parse_id("kernel_id", &r.kernel_id)?;
@@ -150,12 +160,18 @@ impl AgentRpc for AgentService {
         .await
     }
 
-    async fn download_file(&self, request: Request<pb::DownloadFileRequest>) -> Result<Response<pb::DownloadFileReply>, Status> {
+    async fn download_file(
+        &self,
+        request: Request<pb::DownloadFileRequest>,
+    ) -> Result<Response<pb::DownloadFileReply>, Status> {
         let r = request.into_inner();
         self.call("download_file", async {
             let tar = self.agent.download_file(&r).await?;
             if tar.len() > MAX_MESSAGE - 1024 {
-                return Err(AgentError::invalid("path", format!("the archive is {} bytes, over the {MAX_MESSAGE}-byte limit", tar.len())));
+                return Err(AgentError::invalid(
+                    "path",
+                    format!("the archive is {} bytes, over the {MAX_MESSAGE}-byte limit", tar.len()),
+                ));
             }
             Ok(pb::DownloadFileReply { tar })
         })
@@ -172,28 +188,51 @@ impl AgentRpc for AgentService {
         self.call("get_logs", async { Ok(pb::GetLogsReply { logs: self.agent.logs(&r.kernel_id).await? }) }).await
     }
 
-    async fn get_container_stats(&self, request: Request<pb::GetContainerStatsRequest>) -> Result<Response<pb::JsonReply>, Status> {
+    async fn get_container_stats(
+        &self,
+        request: Request<pb::GetContainerStatsRequest>,
+    ) -> Result<Response<pb::JsonReply>, Status> {
         let r = request.into_inner();
-        self.call("get_container_stats", async { Ok(pb::JsonReply { json: self.agent.container_stats(&r.kernel_id)?.to_string() }) })
-            .await
+        self.call("get_container_stats", async {
+            Ok(pb::JsonReply { json: self.agent.container_stats(&r.kernel_id)?.to_string() })
+        })
+        .await
     }
 
-    async fn sync_kernels(&self, request: Request<pb::SyncKernelsRequest>) -> Result<Response<pb::SyncKernelsReply>, Status> {
+    async fn sync_kernels(
+        &self,
+        request: Request<pb::SyncKernelsRequest>,
+    ) -> Result<Response<pb::SyncKernelsReply>, Status> {
         let r = request.into_inner();
         self.call("sync_kernel_registry", self.agent.sync_kernels(&r.kernels)).await
     }
 
-    async fn check_and_pull(&self, request: Request<pb::CheckAndPullRequest>) -> Result<Response<pb::CheckAndPullReply>, Status> {
+    async fn check_and_pull(
+        &self,
+        request: Request<pb::CheckAndPullRequest>,
+    ) -> Result<Response<pb::CheckAndPullReply>, Status> {
         let r = request.into_inner();
-        self.call("check_and_pull", async { Ok(pb::CheckAndPullReply { tasks: self.agent.check_and_pull(&r.images).await? }) }).await
+        self.call("check_and_pull", async {
+            Ok(pb::CheckAndPullReply { tasks: self.agent.check_and_pull(&r.images).await? })
+        })
+        .await
     }
 
-    async fn purge_images(&self, request: Request<pb::PurgeImagesRequest>) -> Result<Response<pb::PurgeImagesReply>, Status> {
+    async fn purge_images(
+        &self,
+        request: Request<pb::PurgeImagesRequest>,
+    ) -> Result<Response<pb::PurgeImagesReply>, Status> {
         let r = request.into_inner();
-        self.call("purge_images", async { Ok(pb::PurgeImagesReply { responses: self.agent.purge_images(&r.images).await }) }).await
+        self.call("purge_images", async {
+            Ok(pb::PurgeImagesReply { responses: self.agent.purge_images(&r.images).await })
+        })
+        .await
     }
 
-    async fn shutdown_service(&self, request: Request<pb::ShutdownServiceRequest>) -> Result<Response<pb::Empty>, Status> {
+    async fn shutdown_service(
+        &self,
+        request: Request<pb::ShutdownServiceRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
         let r = request.into_inner();
         self.call("shutdown_service", async {
             let kernel_id: KernelId = parse_id("kernel_id", &r.kernel_id)?;
@@ -204,7 +243,11 @@ impl AgentRpc for AgentService {
                 return Err(AgentError::invalid("service", "is required"));
             }
             // This agent starts no in-container services yet, so none can be running.
-            Err(bai_agent_runtime::Error::NotFound { kind: "service", id: format!("{} in kernel {kernel_id}", r.service) }.into())
+            Err(bai_agent_runtime::Error::NotFound {
+                kind: "service",
+                id: format!("{} in kernel {kernel_id}", r.service),
+            }
+            .into())
         })
         .await
     }
@@ -220,7 +263,8 @@ pub fn authenticated(
     token: &str,
 ) -> Result<tonic::service::interceptor::InterceptedService<AgentServer<AgentService>, TokenCheck>> {
     let check = TokenCheck::new(token)?;
-    let server = AgentServer::new(service).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE);
+    let server =
+        AgentServer::new(service).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE);
     Ok(tonic::service::interceptor::InterceptedService::new(server, check))
 }
 
@@ -246,12 +290,14 @@ pub async fn serve(
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|e| AgentError::Config { field: "rpc.tls".into(), reason: format!("{}: {e}", p.display()) })
+            std::fs::read(p)
+                .map_err(|e| AgentError::Config { field: "rpc.tls".into(), reason: format!("{}: {e}", p.display()) })
         };
         let mut config = tonic::transport::ServerTlsConfig::new()
             .identity(tonic::transport::Identity::from_pem(read(&tls.cert)?, read(&tls.key)?));
         if let Some(ca) = &tls.client_ca {
-            config = config.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?)).client_auth_optional(false);
+            config =
+                config.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?)).client_auth_optional(false);
         }
         builder = builder
             .tls_config(config)

@@ -112,7 +112,14 @@ impl Watcher {
     pub fn new(config: WatcherConfig) -> Arc<Self> {
         Arc::new(Self {
             config,
-            inner: Mutex::new(Inner { child: None, wanted: false, restarts: 0, last_exit: None, since: now(), backoff_until: None }),
+            inner: Mutex::new(Inner {
+                child: None,
+                wanted: false,
+                restarts: 0,
+                last_exit: None,
+                since: now(),
+                backoff_until: None,
+            }),
         })
     }
 
@@ -141,7 +148,8 @@ impl Watcher {
         inner.backoff_until = None;
         if let Some(mut child) = inner.child.take() {
             if let Some(pid) = child.id() {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+                let _ =
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
             }
             let status = match tokio::time::timeout(self.config.stop_grace, child.wait()).await {
                 Ok(status) => status.ok(),
@@ -235,7 +243,10 @@ where
     Fut: std::future::Future<Output = Result<Status, String>>,
 {
     if !authorized(&watcher.config.token, &headers) {
-        return (StatusCode::UNAUTHORIZED, Json(serde_json::json!({"error": "missing or wrong `authorization: Bearer <token>`"})))
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(serde_json::json!({"error": "missing or wrong `authorization: Bearer <token>`"})),
+        )
             .into_response();
     }
     match action(watcher).await {
@@ -247,12 +258,20 @@ where
 /// The watcher's HTTP API.
 pub fn router(watcher: Arc<Watcher>) -> Router {
     Router::new()
-        .route("/status", get(|State(w): State<Arc<Watcher>>, h: HeaderMap| guard(w, h, |w| async move { Ok(w.status().await) })))
+        .route(
+            "/status",
+            get(|State(w): State<Arc<Watcher>>, h: HeaderMap| guard(w, h, |w| async move { Ok(w.status().await) })),
+        )
         .route(
             "/start",
-            post(|State(w): State<Arc<Watcher>>, h: HeaderMap| guard(w, h, |w| async move { w.start().await.map_err(|e| e.to_string()) })),
+            post(|State(w): State<Arc<Watcher>>, h: HeaderMap| {
+                guard(w, h, |w| async move { w.start().await.map_err(|e| e.to_string()) })
+            }),
         )
-        .route("/stop", post(|State(w): State<Arc<Watcher>>, h: HeaderMap| guard(w, h, |w| async move { Ok(w.stop().await) })))
+        .route(
+            "/stop",
+            post(|State(w): State<Arc<Watcher>>, h: HeaderMap| guard(w, h, |w| async move { Ok(w.stop().await) })),
+        )
         .route(
             "/restart",
             post(|State(w): State<Arc<Watcher>>, h: HeaderMap| {
@@ -272,7 +291,8 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    bai_agent_runtime::rpc::TokenCheck::new(&config.token).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    bai_agent_runtime::rpc::TokenCheck::new(&config.token)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let watcher = Watcher::new(config);
     watcher.start().await?;
     let supervisor = tokio::spawn(watcher.clone().supervise());

@@ -61,7 +61,8 @@ fn cleanup(s: &Services, config: &AgentConfig) -> Cleanup {
 }
 
 fn unique_id(test: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("i-test-{test}-{}-{nanos}", std::process::id())
 }
 
@@ -113,7 +114,8 @@ fn kernel_request(session: &str, kernel: &str, image: &str) -> pb::CreateKernels
         kernels: vec![pb::KernelCreationConfig {
             kernel_id: kernel.into(),
             image: image.into(),
-            resource_slots: [("cpu".to_string(), "0.5".to_string()), ("mem".to_string(), "268435456".to_string())].into(),
+            resource_slots: [("cpu".to_string(), "0.5".to_string()), ("mem".to_string(), "268435456".to_string())]
+                .into(),
             cluster_role: "main".into(),
             ..Default::default()
         }],
@@ -156,7 +158,9 @@ impl Events {
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => panic!("the event stream ended while waiting for {what}"),
-                Err(_) => panic!("no {what} within 30 s; seen: {:?}", self.seen.iter().map(|e| e.name()).collect::<Vec<_>>()),
+                Err(_) => {
+                    panic!("no {what} within 30 s; seen: {:?}", self.seen.iter().map(|e| e.name()).collect::<Vec<_>>())
+                }
             }
         }
     }
@@ -203,7 +207,9 @@ fn samples(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
                 let labels = body
                     .split("\",")
                     .filter(|p| !p.is_empty())
-                    .filter_map(|p| p.split_once("=\"").map(|(k, v)| (k.to_string(), v.trim_end_matches('"').to_string())))
+                    .filter_map(|p| {
+                        p.split_once("=\"").map(|(k, v)| (k.to_string(), v.trim_end_matches('"').to_string()))
+                    })
                     .collect();
                 (n.to_string(), labels)
             }
@@ -219,7 +225,10 @@ fn find<'a>(
     name: &str,
     labels: &[(&str, &str)],
 ) -> Vec<&'a (String, BTreeMap<String, String>, f64)> {
-    samples.iter().filter(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))).collect()
+    samples
+        .iter()
+        .filter(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,7 +267,8 @@ async fn rpc_create_execute_files_destroy_and_metrics() {
 
     // Create.
     let (session, kernel) = new_ids();
-    let created = client.create_kernels(kernel_request(&session, &kernel, &s.image)).await.expect("create").into_inner();
+    let created =
+        client.create_kernels(kernel_request(&session, &kernel, &s.image)).await.expect("create").into_inner();
     assert_eq!(created.kernels.len(), 1);
     let k = &created.kernels[0];
     assert_eq!(k.kernel_id, kernel);
@@ -308,14 +318,27 @@ async fn rpc_create_execute_files_destroy_and_metrics() {
 
     // Files: upload, list, download; paths cannot leave /home/work.
     client
-        .upload_file(pb::UploadFileRequest { kernel_id: kernel.clone(), path: "data/hello.txt".into(), content: b"hello agent".to_vec() })
+        .upload_file(pb::UploadFileRequest {
+            kernel_id: kernel.clone(),
+            path: "data/hello.txt".into(),
+            content: b"hello agent".to_vec(),
+        })
         .await
         .expect("upload");
-    let listing = client.list_files(pb::ListFilesRequest { kernel_id: kernel.clone(), path: "data".into() }).await.unwrap().into_inner();
+    let listing = client
+        .list_files(pb::ListFilesRequest { kernel_id: kernel.clone(), path: "data".into() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(listing.abspath, "/home/work/data");
     let file = listing.files.iter().find(|f| f.filename == "hello.txt").expect("listed");
     assert_eq!(file.size, 11);
-    let tar = client.download_file(pb::DownloadFileRequest { kernel_id: kernel.clone(), path: "data/hello.txt".into() }).await.unwrap().into_inner().tar;
+    let tar = client
+        .download_file(pb::DownloadFileRequest { kernel_id: kernel.clone(), path: "data/hello.txt".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .tar;
     let mut archive = tar::Archive::new(tar.as_slice());
     let mut entry = archive.entries().unwrap().next().unwrap().unwrap();
     let mut content = String::new();
@@ -336,7 +359,9 @@ async fn rpc_create_execute_files_destroy_and_metrics() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let text = loop {
         let text = scrape(running.metrics_addr).await;
-        if text.contains(&format!("kernel_id=\"{kernel}\"")) && text.contains("backendai_sync_container_lifecycle_success_count_total") {
+        if text.contains(&format!("kernel_id=\"{kernel}\""))
+            && text.contains("backendai_sync_container_lifecycle_success_count_total")
+        {
             break text;
         }
         assert!(Instant::now() < deadline, "no container metrics for {kernel} within 30 s:\n{text}");
@@ -345,34 +370,65 @@ async fn rpc_create_execute_files_destroy_and_metrics() {
     let all = samples(&text);
     let agent_label = [("agent_id", id.as_str())];
     assert!(find(&all, "backendai_rpc_requests_total", &[("method", "create_kernels")])[0].2 >= 4.0);
-    let failures = find(&all, "backendai_rpc_failure_requests_total", &[("method", "create_kernels"), ("exception", "InvalidArgument")]);
+    let failures = find(
+        &all,
+        "backendai_rpc_failure_requests_total",
+        &[("method", "create_kernels"), ("exception", "InvalidArgument")],
+    );
     assert_eq!(failures[0].2, 2.0);
-    let buckets: Vec<&str> = find(&all, "backendai_rpc_request_duration_seconds_bucket", &[("method", "create_kernels")])
-        .iter()
-        .map(|(_, l, _)| l["le"].as_str())
-        .collect();
+    let buckets: Vec<&str> =
+        find(&all, "backendai_rpc_request_duration_seconds_bucket", &[("method", "create_kernels")])
+            .iter()
+            .map(|(_, l, _)| l["le"].as_str())
+            .collect();
     assert_eq!(buckets, ["0.001", "0.01", "0.1", "0.5", "1.0", "2.0", "5.0", "10.0", "30.0", "60.0", "+Inf"]);
     assert_eq!(find(&all, "backendai_rpc_request_duration_seconds_count", &[("method", "create_kernels")])[0].2, 4.0);
-    let cpu = find(&all, "backendai_container_utilization", &[("container_metric_name", "mem"), ("kernel_id", &kernel), ("value_type", "current")]);
+    let cpu = find(
+        &all,
+        "backendai_container_utilization",
+        &[("container_metric_name", "mem"), ("kernel_id", &kernel), ("value_type", "current")],
+    );
     assert_eq!(cpu.len(), 1, "{text}");
     assert_eq!(cpu[0].1["session_id"], session);
     assert!(cpu[0].2 > 0.0, "a running python uses memory: {:?}", cpu[0]);
-    assert!(!find(&all, "backendai_device_utilization", &[("device_metric_name", "cpu_util"), ("value_type", "current")]).is_empty());
+    assert!(!find(
+        &all,
+        "backendai_device_utilization",
+        &[("device_metric_name", "cpu_util"), ("value_type", "current")]
+    )
+    .is_empty());
     assert!(find(&all, "backendai_agent_heartbeat", &agent_label)[0].2 > 1.6e9);
     assert_eq!(find(&all, "backendai_kernel_count", &agent_label)[0].2, 1.0);
     assert!(find(&all, "backendai_agent_mem_usage", &agent_label)[0].2 > 0.0);
     assert!(find(&all, "backendai_sync_container_lifecycle_trigger_count_total", &agent_label)[0].2 >= 1.0);
     for scope in ["node", "container"] {
-        assert!(find(&all, "backendai_stat_task_trigger_count_total", &[("agent_id", id.as_str()), ("stat_scope", scope)])[0].2 >= 1.0);
-        assert!(find(&all, "backendai_stat_task_success_count_total", &[("agent_id", id.as_str()), ("stat_scope", scope)])[0].2 >= 1.0);
+        assert!(
+            find(&all, "backendai_stat_task_trigger_count_total", &[("agent_id", id.as_str()), ("stat_scope", scope)])
+                [0]
+            .2 >= 1.0
+        );
+        assert!(
+            find(&all, "backendai_stat_task_success_count_total", &[("agent_id", id.as_str()), ("stat_scope", scope)])
+                [0]
+            .2 >= 1.0
+        );
     }
-    let stats = client.get_container_stats(pb::GetContainerStatsRequest { kernel_id: kernel.clone() }).await.unwrap().into_inner();
+    let stats = client
+        .get_container_stats(pb::GetContainerStatsRequest { kernel_id: kernel.clone() })
+        .await
+        .unwrap()
+        .into_inner();
     let stats: serde_json::Value = serde_json::from_str(&stats.json).unwrap();
     assert!(stats.get("mem").is_some(), "{stats}");
 
     // Destroy: events, resources back, metrics series gone.
     let reply = client
-        .destroy_kernel(pb::DestroyKernelRequest { kernel_id: kernel.clone(), session_id: session.clone(), reason: "user-requested".into(), suppress_events: false })
+        .destroy_kernel(pb::DestroyKernelRequest {
+            kernel_id: kernel.clone(),
+            session_id: session.clone(),
+            reason: "user-requested".into(),
+            suppress_events: false,
+        })
         .await
         .expect("destroy")
         .into_inner();
@@ -386,14 +442,20 @@ async fn rpc_create_execute_files_destroy_and_metrics() {
     assert!(!scrape(running.metrics_addr).await.contains(&format!("kernel_id=\"{kernel}\"")));
     // Destroying it again is answered, as already terminated.
     let again = client
-        .destroy_kernel(pb::DestroyKernelRequest { kernel_id: kernel.clone(), session_id: session.clone(), ..Default::default() })
+        .destroy_kernel(pb::DestroyKernelRequest {
+            kernel_id: kernel.clone(),
+            session_id: session.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(again.reason, "already-terminated");
     assert!(events.names().contains(&"agent_heartbeat"), "{:?}", events.names());
     running.shutdown().await.unwrap();
-    events.wait_for("agent_terminated", |e| matches!(e, Event::AgentTerminated { reason } if reason == "shutdown")).await;
+    events
+        .wait_for("agent_terminated", |e| matches!(e, Event::AgentTerminated { reason } if reason == "shutdown"))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -403,7 +465,11 @@ async fn callers_without_the_token_are_refused() {
     let config = config(&s, "auth", dir.path(), 42020);
     let _cleanup = cleanup(&s, &config);
     let running = daemon::start(config, None).await.expect("agent start");
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", running.rpc_addr)).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", running.rpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut anonymous = pb::agent_client::AgentClient::new(channel.clone());
     let err = anonymous.get_status(pb::GetStatusRequest {}).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
@@ -440,11 +506,15 @@ async fn heartbeats_reach_redis() {
     events.wait_for("a second agent_heartbeat", |e| e.name() == "agent_heartbeat").await;
     let client = redis::Client::open(s.redis.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let entries: redis::streams::StreamRangeReply = redis::AsyncCommands::xrevrange_count(&mut conn, "events", "+", "-", 200).await.unwrap();
+    let entries: redis::streams::StreamRangeReply =
+        redis::AsyncCommands::xrevrange_count(&mut conn, "events", "+", "-", 200).await.unwrap();
     let entry = entries
         .ids
         .iter()
-        .find(|e| e.get::<String>("source").as_deref() == Some(id.as_str()) && e.get::<String>("name").as_deref() == Some("agent_heartbeat"))
+        .find(|e| {
+            e.get::<String>("source").as_deref() == Some(id.as_str())
+                && e.get::<String>("name").as_deref() == Some("agent_heartbeat")
+        })
         .expect("a heartbeat entry on the stream");
     let args: serde_json::Value = serde_json::from_str(&entry.get::<String>("args").unwrap()).unwrap();
     assert_eq!(args[0]["id"], id.as_str());
@@ -481,12 +551,20 @@ async fn reconciliation_cleans_up_dead_and_unknown_containers() {
     ]
     .into();
     let orphan = docker
-        .create(&ContainerSpec { name: format!("kernel.orphan.{orphan_kernel}"), image: s.image.clone(), labels, ..Default::default() })
+        .create(&ContainerSpec {
+            name: format!("kernel.orphan.{orphan_kernel}"),
+            image: s.image.clone(),
+            labels,
+            ..Default::default()
+        })
         .await
         .unwrap();
     docker.start(&orphan).await.unwrap();
     let gone = events
-        .wait_for("kernel_terminated of the orphan", |e| matches!(e, Event::KernelTerminated { reason, .. } if reason == "terminated-unknown-container"))
+        .wait_for(
+            "kernel_terminated of the orphan",
+            |e| matches!(e, Event::KernelTerminated { reason, .. } if reason == "terminated-unknown-container"),
+        )
         .await;
     assert!(matches!(gone, Event::KernelTerminated { kernel_id, .. } if kernel_id.to_string() == orphan_kernel));
     assert!(docker.inspect(&orphan).await.is_err(), "the orphan container is gone");
@@ -496,7 +574,9 @@ async fn reconciliation_cleans_up_dead_and_unknown_containers() {
     client.create_kernels(kernel_request(&session2, &kernel2, &s.image)).await.unwrap();
     let (ghost_session, ghost) = new_ids();
     let reply = client
-        .sync_kernels(pb::SyncKernelsRequest { kernels: vec![pb::KernelRef { kernel_id: ghost.clone(), session_id: ghost_session }] })
+        .sync_kernels(pb::SyncKernelsRequest {
+            kernels: vec![pb::KernelRef { kernel_id: ghost.clone(), session_id: ghost_session }],
+        })
         .await
         .unwrap()
         .into_inner();
@@ -504,7 +584,9 @@ async fn reconciliation_cleans_up_dead_and_unknown_containers() {
     assert_eq!(reply.destroyed, [kernel2]);
     assert!(client.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner().kernels.is_empty());
     let err = client
-        .sync_kernels(pb::SyncKernelsRequest { kernels: vec![pb::KernelRef { kernel_id: "x".into(), session_id: String::new() }] })
+        .sync_kernels(pb::SyncKernelsRequest {
+            kernels: vec![pb::KernelRef { kernel_id: "x".into(), session_id: String::new() }],
+        })
         .await
         .unwrap_err();
     assert!(err.message().contains("kernels[0].kernel_id"), "{err}");
@@ -585,7 +667,13 @@ async fn kill_9_and_restart_loses_nothing_and_sigterm_leaves_kernels_running() {
     // The recovered kernel still runs code.
     let (out, _) = execute(
         &mut client,
-        pb::ExecuteRequest { kernel_id: kernel.clone(), mode: "query".into(), code: "print('still here')".into(), flush_timeout: 20.0, ..Default::default() },
+        pb::ExecuteRequest {
+            kernel_id: kernel.clone(),
+            mode: "query".into(),
+            code: "print('still here')".into(),
+            flush_timeout: 20.0,
+            ..Default::default()
+        },
     )
     .await;
     assert_eq!(out, "still here\n");
@@ -607,7 +695,11 @@ async fn kill_9_and_restart_loses_nothing_and_sigterm_leaves_kernels_running() {
     assert_eq!(status.kernels.len(), 2);
     for (k, sid) in [(&kernel, &session), (&kernel2, &session2)] {
         client
-            .destroy_kernel(pb::DestroyKernelRequest { kernel_id: k.clone(), session_id: sid.clone(), ..Default::default() })
+            .destroy_kernel(pb::DestroyKernelRequest {
+                kernel_id: k.clone(),
+                session_id: sid.clone(),
+                ..Default::default()
+            })
             .await
             .unwrap();
     }
@@ -619,24 +711,40 @@ async fn kill_9_and_restart_loses_nothing_and_sigterm_leaves_kernels_running() {
 fn the_binary_explains_its_options_and_rejects_bad_ones() {
     let help = Command::new(env!("CARGO_BIN_EXE_bai-agent")).arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&help.stdout);
-    for option in ["--config", "--rpc-listen", "--metrics-listen", "--rpc-token", "--redis-url", "--backend", "--port-range"] {
+    for option in
+        ["--config", "--rpc-listen", "--metrics-listen", "--rpc-token", "--redis-url", "--backend", "--port-range"]
+    {
         assert!(text.contains(option), "--help lacks {option}:\n{text}");
     }
     let sample = Command::new(env!("CARGO_BIN_EXE_bai-agent")).arg("--print-sample-config").output().unwrap();
     assert!(AgentConfig::from_toml(&String::from_utf8_lossy(&sample.stdout)).is_ok());
-    let bad = Command::new(env!("CARGO_BIN_EXE_bai-agent")).args(["--port-range", "9-1", "--check-config"]).output().unwrap();
+    let bad =
+        Command::new(env!("CARGO_BIN_EXE_bai-agent")).args(["--port-range", "9-1", "--check-config"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("container.port-range"));
     let dir = tempfile::tempdir().unwrap();
     let no_token = Command::new(env!("CARGO_BIN_EXE_bai-agent"))
-        .args(["--events", "memory", "--backend", "process", "--rpc-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args([
+            "--events",
+            "memory",
+            "--backend",
+            "process",
+            "--rpc-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
         .arg("--scratch-root")
         .arg(dir.path())
         .env_remove("BAI_AGENT_RPC_TOKEN")
         .output()
         .unwrap();
     assert!(!no_token.status.success());
-    assert!(String::from_utf8_lossy(&no_token.stderr).contains("rpc.token"), "{}", String::from_utf8_lossy(&no_token.stderr));
+    assert!(
+        String::from_utf8_lossy(&no_token.stderr).contains("rpc.token"),
+        "{}",
+        String::from_utf8_lossy(&no_token.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -657,7 +765,9 @@ async fn batch_sessions_report_success_and_failure() {
         request.batch_timeout = 60.0;
         client.create_kernels(request).await.expect("create a batch session");
         let end = events
-            .wait_for(expected, |e| e.name() == expected && e.session_id().map(|x| x.to_string()) == Some(session.clone()))
+            .wait_for(expected, |e| {
+                e.name() == expected && e.session_id().map(|x| x.to_string()) == Some(session.clone())
+            })
             .await;
         match end {
             Event::SessionSuccess { reason, exit_code, .. } | Event::SessionFailure { reason, exit_code, .. } => {
@@ -666,7 +776,10 @@ async fn batch_sessions_report_success_and_failure() {
             }
             other => panic!("{other:?}"),
         }
-        client.destroy_kernel(pb::DestroyKernelRequest { kernel_id: kernel, session_id: session, ..Default::default() }).await.unwrap();
+        client
+            .destroy_kernel(pb::DestroyKernelRequest { kernel_id: kernel, session_id: session, ..Default::default() })
+            .await
+            .unwrap();
     }
     let mut missing = kernel_request(&uuid::Uuid::new_v4().to_string(), &uuid::Uuid::new_v4().to_string(), &s.image);
     missing.session_type = "batch".into();
@@ -709,7 +822,10 @@ async fn mutual_tls_admits_only_clients_with_a_certificate() {
         if identity {
             tls = tls.identity(tonic::transport::Identity::from_pem(&client_cert, &client_key));
         }
-        tonic::transport::Endpoint::from_shared(format!("https://{}", running.rpc_addr)).unwrap().tls_config(tls).unwrap()
+        tonic::transport::Endpoint::from_shared(format!("https://{}", running.rpc_addr))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
     };
     let channel = endpoint(true).connect().await.expect("a client with a certificate connects");
     let mut client = rpc::client(channel.clone(), running.token()).unwrap();
@@ -724,7 +840,8 @@ async fn mutual_tls_admits_only_clients_with_a_certificate() {
     };
     assert!(refused, "a client without a certificate was admitted");
     // Plain text is refused too.
-    let plain = tonic::transport::Endpoint::from_shared(format!("http://{}", running.rpc_addr)).unwrap().connect().await;
+    let plain =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", running.rpc_addr)).unwrap().connect().await;
     if let Ok(channel) = plain {
         assert!(rpc::client(channel, running.token()).unwrap().ping(pb::PingRequest::default()).await.is_err());
     }
@@ -793,31 +910,55 @@ async fn the_process_backend_and_memory_bus_run_kernels_without_docker() {
     }
     let (out, result) = execute(
         &mut client,
-        pb::ExecuteRequest { kernel_id: kernel.clone(), mode: "query".into(), code: "print(sum(range(10)))".into(), flush_timeout: 20.0, ..Default::default() },
+        pb::ExecuteRequest {
+            kernel_id: kernel.clone(),
+            mode: "query".into(),
+            code: "print(sum(range(10)))".into(),
+            flush_timeout: 20.0,
+            ..Default::default()
+        },
     )
     .await;
     assert_eq!((out.as_str(), result.status.as_str()), ("45\n", "finished"));
     client
-        .upload_file(pb::UploadFileRequest { kernel_id: kernel.clone(), path: "notes.txt".into(), content: b"abc".to_vec() })
+        .upload_file(pb::UploadFileRequest {
+            kernel_id: kernel.clone(),
+            path: "notes.txt".into(),
+            content: b"abc".to_vec(),
+        })
         .await
         .unwrap();
-    let listing = client.list_files(pb::ListFilesRequest { kernel_id: kernel.clone(), path: String::new() }).await.unwrap().into_inner();
+    let listing = client
+        .list_files(pb::ListFilesRequest { kernel_id: kernel.clone(), path: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(listing.files.iter().any(|f| f.filename == "notes.txt" && f.size == 3), "{listing:?}");
     let mut with_mount = kernel_request(&uuid::Uuid::new_v4().to_string(), &uuid::Uuid::new_v4().to_string(), "host");
-    with_mount.kernels[0].mounts = vec![pb::VFolderMount { folder: "f".into(), name: "f".into(), permission: "rw".into() }];
+    with_mount.kernels[0].mounts =
+        vec![pb::VFolderMount { folder: "f".into(), name: "f".into(), permission: "rw".into() }];
     let err = client.create_kernels(with_mount).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
     assert!(err.message().contains("mounts"), "{err}");
-    client.destroy_kernel(pb::DestroyKernelRequest { kernel_id: kernel, session_id: session, ..Default::default() }).await.unwrap();
+    client
+        .destroy_kernel(pb::DestroyKernelRequest { kernel_id: kernel, session_id: session, ..Default::default() })
+        .await
+        .unwrap();
     assert!(client.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner().kernels.is_empty());
     running.shutdown().await.unwrap();
 }
 
-async fn watcher_call(addr: std::net::SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+async fn watcher_call(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("watcher connect");
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: w\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: w\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut text = String::new();
     stream.read_to_string(&mut text).await.unwrap();

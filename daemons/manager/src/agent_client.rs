@@ -48,15 +48,22 @@ impl std::fmt::Debug for AgentClients {
 impl AgentClients {
     /// Clients sending `token`; with `tls`, agents are called over TLS.
     pub fn new(token: &str, tls: Option<ClientTlsConfig>) -> Result<Self, AgentCallError> {
-        rpc::TokenInjector::new(token).map_err(|e| AgentCallError::Invalid { addr: String::new(), reason: e.to_string() })?;
-        Ok(Self { token: token.to_string(), tls, timeout: Duration::from_secs(60), channels: Mutex::new(HashMap::new()) })
+        rpc::TokenInjector::new(token)
+            .map_err(|e| AgentCallError::Invalid { addr: String::new(), reason: e.to_string() })?;
+        Ok(Self {
+            token: token.to_string(),
+            tls,
+            timeout: Duration::from_secs(60),
+            channels: Mutex::new(HashMap::new()),
+        })
     }
 
     /// A TLS configuration from PEM files: the agents' CA, and optionally a client
     /// certificate and key for mTLS.
     pub fn tls_from_files(ca: &Path, client: Option<(&Path, &Path)>) -> Result<ClientTlsConfig, AgentCallError> {
         let read = |p: &Path| {
-            std::fs::read(p).map_err(|e| AgentCallError::Invalid { addr: String::new(), reason: format!("{}: {e}", p.display()) })
+            std::fs::read(p)
+                .map_err(|e| AgentCallError::Invalid { addr: String::new(), reason: format!("{}: {e}", p.display()) })
         };
         let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
         if let Some((cert, key)) = client {

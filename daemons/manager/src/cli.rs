@@ -161,8 +161,8 @@ pub async fn run_once(cli: &Cli) -> Result<(), CliError> {
             let config = load_config(cli)?;
             let db = server::database(&config).await?;
             let text = read(file)?;
-            let value: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| CliError::File { path: file.clone(), reason: e.to_string() })?;
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| CliError::File { path: file.clone(), reason: e.to_string() })?;
             for (table, rows) in repo::populate_fixture(&db, &value).await? {
                 println!("{table}: {rows} rows");
             }
@@ -174,14 +174,18 @@ pub async fn run_once(cli: &Cli) -> Result<(), CliError> {
                 (Some(e), _) => e.clone(),
                 (None, true) => "admin@localhost".to_string(),
                 (None, false) => {
-                    return Err(ConfigError { field: "--email".into(), reason: "required without --admin".into() }.into())
+                    return Err(
+                        ConfigError { field: "--email".into(), reason: "required without --admin".into() }.into()
+                    )
                 }
             };
             let user = match repo::find_user_by_email(&db, &email).await? {
                 Some(u) => u,
                 None => {
                     repo::populate_fixture(&db, &bootstrap_fixture(&db, &email, *admin).await?).await?;
-                    repo::find_user_by_email(&db, &email).await?.ok_or_else(|| crate::db::DbError::not_found("user", &email))?
+                    repo::find_user_by_email(&db, &email)
+                        .await?
+                        .ok_or_else(|| crate::db::DbError::not_found("user", &email))?
                 }
             };
             let (access_key, secret_key) = repo::create_keypair(&db, user.uuid, *admin, resource_policy).await?;
@@ -196,19 +200,33 @@ pub async fn run_once(cli: &Cli) -> Result<(), CliError> {
 
 /// The rows `keypair create` adds for a new user: the user, and the default domain, group,
 /// policies and scaling group when they are missing.
-async fn bootstrap_fixture(db: &sea_orm::DatabaseConnection, email: &str, admin: bool) -> Result<serde_json::Value, CliError> {
+async fn bootstrap_fixture(
+    db: &sea_orm::DatabaseConnection,
+    email: &str,
+    admin: bool,
+) -> Result<serde_json::Value, CliError> {
     let mut fixture = serde_json::Map::new();
     let group_id = match repo::find_group_by_name(db, "default", "default").await? {
         Some(g) => g.id,
         None => {
             let id = uuid::Uuid::new_v4();
             if repo::get_domain(db, "default").await?.is_none() {
-                fixture.insert("domains".into(), json!([{"name": "default", "description": "The default domain", "is_active": true}]));
-                fixture.insert("scaling_groups".into(), json!([{"name": "default", "is_active": true, "driver": "static", "scheduler": "fifo"}]));
-                fixture.insert("sgroups_for_domains".into(), json!([{"scaling_group": "default", "domain": "default"}]));
+                fixture.insert(
+                    "domains".into(),
+                    json!([{"name": "default", "description": "The default domain", "is_active": true}]),
+                );
+                fixture.insert(
+                    "scaling_groups".into(),
+                    json!([{"name": "default", "is_active": true, "driver": "static", "scheduler": "fifo"}]),
+                );
+                fixture
+                    .insert("sgroups_for_domains".into(), json!([{"scaling_group": "default", "domain": "default"}]));
             }
             if repo::get_keypair_resource_policy(db, "default").await?.is_none() {
-                fixture.insert("keypair_resource_policies".into(), json!([{"name": "default", "default_for_unspecified": "UNLIMITED", "total_resource_slots": {}}]));
+                fixture.insert(
+                    "keypair_resource_policies".into(),
+                    json!([{"name": "default", "default_for_unspecified": "UNLIMITED", "total_resource_slots": {}}]),
+                );
                 fixture.insert("user_resource_policies".into(), json!([{"name": "default"}]));
                 fixture.insert("project_resource_policies".into(), json!([{"name": "default"}]));
             }
@@ -226,7 +244,10 @@ async fn bootstrap_fixture(db: &sea_orm::DatabaseConnection, email: &str, admin:
         json!([{"uuid": user_id.to_string(), "username": username, "email": email, "status": "active",
                 "domain_name": "default", "role": if admin { "superadmin" } else { "user" }, "resource_policy": "default"}]),
     );
-    fixture.insert("association_groups_users".into(), json!([{"group_id": group_id.to_string(), "user_id": user_id.to_string()}]));
+    fixture.insert(
+        "association_groups_users".into(),
+        json!([{"group_id": group_id.to_string(), "user_id": user_id.to_string()}]),
+    );
     Ok(serde_json::Value::Object(fixture))
 }
 
@@ -250,14 +271,17 @@ pub async fn start(cli: &Cli, args: &StartArgs) -> Result<server::RunningManager
     if args.all_in_one {
         config.events.backend = EventBackend::Memory;
         let mut agent = match &args.agent_config {
-            Some(path) => bai_agent::config::AgentConfig::load(path).map_err(|e| ConfigError { field: "--agent-config".into(), reason: e.to_string() })?,
+            Some(path) => bai_agent::config::AgentConfig::load(path)
+                .map_err(|e| ConfigError { field: "--agent-config".into(), reason: e.to_string() })?,
             None => bai_agent::config::AgentConfig::default(),
         };
         agent.events.backend = bai_agent::config::EventBackend::Memory;
         if args.agent_config.is_none() {
             let docker = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
             if bai_agent_runtime::runtime::docker::DockerRuntime::connect(&docker).await.is_err() {
-                tracing::warn!("Docker is not reachable at {docker}; the embedded agent runs kernels as local processes");
+                tracing::warn!(
+                    "Docker is not reachable at {docker}; the embedded agent runs kernels as local processes"
+                );
                 agent.container.backend = bai_agent::config::ContainerBackend::Process;
             }
         }
@@ -277,7 +301,8 @@ mod tests {
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("m.db").display());
         let cli = Cli::parse_from(["bai-manager", "--db-url", &url, "keypair", "create", "--admin"]);
         run_once(&cli).await.unwrap();
-        let again = Cli::parse_from(["bai-manager", "--db-url", &url, "keypair", "create", "--email", "alice@example.com"]);
+        let again =
+            Cli::parse_from(["bai-manager", "--db-url", &url, "keypair", "create", "--email", "alice@example.com"]);
         run_once(&again).await.unwrap();
         let db = crate::db::connect(&url).await.unwrap();
         let admin = repo::find_user_by_email(&db, "admin@localhost").await.unwrap().unwrap();

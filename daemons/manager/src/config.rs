@@ -175,7 +175,8 @@ impl ManagerConfig {
 
     /// Reads and parses a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| invalid("config file", format!("{}: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| invalid("config file", format!("{}: {e}", path.display())))?;
         Self::from_toml(&text).map_err(|e| invalid(&path.display().to_string(), e.reason))
     }
 
@@ -190,11 +191,17 @@ impl ManagerConfig {
                 return Err(invalid(field, format!("{v} is not a number of seconds in (0, 86400]")));
             }
         }
-        if !(self.db.url.starts_with("postgres://") || self.db.url.starts_with("postgresql://") || self.db.url.starts_with("sqlite:")) {
+        if !(self.db.url.starts_with("postgres://")
+            || self.db.url.starts_with("postgresql://")
+            || self.db.url.starts_with("sqlite:"))
+        {
             return Err(invalid("db.url", format!("{:?} is neither postgres://… nor sqlite:…", redact(&self.db.url))));
         }
         if !self.storage.default_host.contains(':') {
-            return Err(invalid("storage.default-host", format!("{:?} is not of the form proxy:volume", self.storage.default_host)));
+            return Err(invalid(
+                "storage.default-host",
+                format!("{:?} is not of the form proxy:volume", self.storage.default_host),
+            ));
         }
         if self.agent_rpc.tls_cert.is_some() != self.agent_rpc.tls_key.is_some() {
             return Err(invalid("agent-rpc.tls-cert", "tls-cert and tls-key go together"));

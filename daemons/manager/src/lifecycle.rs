@@ -11,7 +11,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bai_agent_runtime::bus::{Envelope, EventBus};
-use bai_core::{derive_session_status, AgentId, AgentStatus, Event, KernelId, KernelStatus, ResourceSlot, SessionId, SessionStatus};
+use bai_core::{
+    derive_session_status, AgentId, AgentStatus, Event, KernelId, KernelStatus, ResourceSlot, SessionId, SessionStatus,
+};
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 use serde_json::{json, Value};
@@ -78,7 +80,10 @@ pub fn heartbeat_row(source: &str, info: &Value) -> Result<AgentHeartbeatRow, Db
         architecture: text("architecture").unwrap_or_else(|| std::env::consts::ARCH.into()),
         version: text("version").unwrap_or_default(),
         compute_plugins: info.get("compute_plugins").cloned().unwrap_or(json!({})),
-        auto_terminate_abusing_kernel: info.get("auto_terminate_abusing_kernel").and_then(Value::as_bool).unwrap_or(false),
+        auto_terminate_abusing_kernel: info
+            .get("auto_terminate_abusing_kernel")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
     })
 }
 
@@ -97,7 +102,13 @@ impl Registry {
     }
 
     /// Registers or updates the agent of a heartbeat.
-    pub async fn heartbeat(&self, db: &impl ConnectionTrait, source: &str, info: &Value, now: DateTime<Utc>) -> Result<(), DbError> {
+    pub async fn heartbeat(
+        &self,
+        db: &impl ConnectionTrait,
+        source: &str,
+        info: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<(), DbError> {
         let row = heartbeat_row(source, info)?;
         let id = row.id.to_string();
         let outcome = repo::upsert_agent_from_heartbeat(db, row).await?;
@@ -245,7 +256,10 @@ async fn record_creation(db: &impl ConnectionTrait, kernel_id: KernelId, info: &
 
 /// Re-derives a session's status from its kernels and stores it when it changed. RUNNING
 /// also records the occupied slots.
-pub async fn update_session(db: &impl ConnectionTrait, session_id: SessionId) -> Result<Option<SessionStatus>, DbError> {
+pub async fn update_session(
+    db: &impl ConnectionTrait,
+    session_id: SessionId,
+) -> Result<Option<SessionStatus>, DbError> {
     let Some((s, kernels)) = repo::get_session_with_kernels(db, session_id).await? else { return Ok(None) };
     if s.status.0.is_terminal() {
         return Ok(None);

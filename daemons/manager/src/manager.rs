@@ -80,7 +80,13 @@ impl Manager {
     }
 
     /// Records an action (`entity_type`, `operation_type`) that started at `started`.
-    fn observe_action<T>(&self, entity_type: &str, operation_type: &str, started: Instant, result: &Result<T, DbError>) {
+    fn observe_action<T>(
+        &self,
+        entity_type: &str,
+        operation_type: &str,
+        started: Instant,
+        result: &Result<T, DbError>,
+    ) {
         if let Some(m) = self.metrics() {
             let error = result.as_ref().err().map(|e| ErrorInfo::from_db(e, operation_type));
             m.observe_action(entity_type, operation_type, started.elapsed(), error.as_ref());
@@ -116,7 +122,9 @@ impl Manager {
     pub async fn handle(&self, envelope: &Envelope) -> Result<(), DbError> {
         let now = Utc::now();
         match &envelope.event {
-            Event::AgentHeartbeat { agent_info } => self.registry.heartbeat(&self.db, &envelope.source, agent_info, now).await?,
+            Event::AgentHeartbeat { agent_info } => {
+                self.registry.heartbeat(&self.db, &envelope.source, agent_info, now).await?
+            }
             Event::AgentStarted { .. } => self.registry.started(&self.db, &envelope.source, now).await?,
             Event::AgentTerminated { reason } => {
                 self.registry.terminated(&self.db, &envelope.source, reason).await?;
@@ -184,7 +192,9 @@ impl Manager {
         for session_id in &report.scheduled {
             self.announce(*session_id, SessionStatus::Scheduled).await;
             let started = Instant::now();
-            let dispatched = scheduler::dispatch_observed(&self.db, &self.clients, *session_id, self.metrics().map(|m| m.as_ref())).await;
+            let dispatched =
+                scheduler::dispatch_observed(&self.db, &self.clients, *session_id, self.metrics().map(|m| m.as_ref()))
+                    .await;
             self.observe_action("session", "dispatch", started, &dispatched);
             if let Err(e) = dispatched {
                 tracing::warn!(session = %session_id, error = %e, "dispatch failed");
@@ -197,16 +207,27 @@ impl Manager {
     /// others go TERMINATING and their kernels are destroyed on the agents, whose
     /// `kernel_terminated` events finish the job. `forced` also terminates kernels whose agent
     /// cannot be reached.
-    pub async fn destroy_session(&self, session_id: SessionId, forced: bool, reason: &str) -> Result<SessionStatus, DbError> {
+    pub async fn destroy_session(
+        &self,
+        session_id: SessionId,
+        forced: bool,
+        reason: &str,
+    ) -> Result<SessionStatus, DbError> {
         let started = Instant::now();
         let result = self.destroy_session_inner(session_id, forced, reason).await;
         self.observe_action("session", "destroy", started, &result);
         result
     }
 
-    async fn destroy_session_inner(&self, session_id: SessionId, forced: bool, reason: &str) -> Result<SessionStatus, DbError> {
-        let (s, kernels) =
-            repo::get_session_with_kernels(&self.db, session_id).await?.ok_or_else(|| DbError::not_found("session", session_id))?;
+    async fn destroy_session_inner(
+        &self,
+        session_id: SessionId,
+        forced: bool,
+        reason: &str,
+    ) -> Result<SessionStatus, DbError> {
+        let (s, kernels) = repo::get_session_with_kernels(&self.db, session_id)
+            .await?
+            .ok_or_else(|| DbError::not_found("session", session_id))?;
         let status = s.status.0;
         if status.is_terminal() {
             return Ok(status);
@@ -217,12 +238,20 @@ impl Manager {
             // right now is destroyed the normal way instead.
             let txn = self.db.begin().await?;
             if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
-                txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({})", scheduler::SCHEDULING_LOCK)).await?;
+                txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({})", scheduler::SCHEDULING_LOCK))
+                    .await?;
             }
             let current = repo::get_session(&txn, session_id).await?.map(|s| s.status.0).unwrap_or(status);
             if current == SessionStatus::Pending {
                 for k in &kernels {
-                    repo::force_kernel_status(&txn, KernelId::from_uuid(k.id), KernelStatus::Cancelled, Some(reason), None).await?;
+                    repo::force_kernel_status(
+                        &txn,
+                        KernelId::from_uuid(k.id),
+                        KernelStatus::Cancelled,
+                        Some(reason),
+                        None,
+                    )
+                    .await?;
                 }
                 repo::force_session_status(&txn, session_id, SessionStatus::Cancelled, Some(reason), None).await?;
                 txn.commit().await?;
@@ -230,8 +259,9 @@ impl Manager {
                 return Ok(SessionStatus::Cancelled);
             }
             txn.rollback().await?;
-            let (s, kernels) =
-                repo::get_session_with_kernels(&self.db, session_id).await?.ok_or_else(|| DbError::not_found("session", session_id))?;
+            let (s, kernels) = repo::get_session_with_kernels(&self.db, session_id)
+                .await?
+                .ok_or_else(|| DbError::not_found("session", session_id))?;
             (s.status.0, kernels)
         } else {
             (status, kernels)
@@ -254,7 +284,8 @@ impl Manager {
             };
             let layer_op = self.metrics().map(|m| m.layer_operation("client", "agent_client", "destroy_kernel"));
             let call = async {
-                let mut client = self.clients.client(addr).map_err(|e| ("invalid_address".to_string(), e.to_string()))?;
+                let mut client =
+                    self.clients.client(addr).map_err(|e| ("invalid_address".to_string(), e.to_string()))?;
                 client
                     .destroy_kernel(pb::DestroyKernelRequest {
                         kernel_id: kernel_id.to_string(),
@@ -263,7 +294,9 @@ impl Manager {
                         suppress_events: false,
                     })
                     .await
-                    .map_err(|s| (format!("{:?}", s.code()).to_ascii_lowercase(), format!("{}: {}", s.code(), s.message())))
+                    .map_err(|s| {
+                        (format!("{:?}", s.code()).to_ascii_lowercase(), format!("{}: {}", s.code(), s.message()))
+                    })
             };
             let call = call.await;
             if let Some(op) = layer_op {
@@ -275,19 +308,31 @@ impl Manager {
                     // The agent answered after the container was gone; apply it now rather
                     // than wait for the event (which then changes nothing).
                     let reply = reply.into_inner();
-                    let event = Event::KernelTerminated { kernel_id, session_id, reason: reply.reason, exit_code: reply.exit_code };
+                    let event = Event::KernelTerminated {
+                        kernel_id,
+                        session_id,
+                        reason: reply.reason,
+                        exit_code: reply.exit_code,
+                    };
                     if let Some(status) = lifecycle::kernel_event(&self.db, &event).await? {
                         self.announce(session_id, status).await;
                     }
                 }
                 Err(e) if forced => {
                     tracing::warn!(kernel = %kernel_id, error = %e, "agent unreachable; forcing the kernel terminated");
-                    let event = Event::KernelTerminated { kernel_id, session_id, reason: "force-terminated".into(), exit_code: -1 };
+                    let event = Event::KernelTerminated {
+                        kernel_id,
+                        session_id,
+                        reason: "force-terminated".into(),
+                        exit_code: -1,
+                    };
                     if let Some(status) = lifecycle::kernel_event(&self.db, &event).await? {
                         self.announce(session_id, status).await;
                     }
                 }
-                Err(e) => tracing::warn!(kernel = %kernel_id, error = %e, "destroy_kernel failed; the session stays TERMINATING"),
+                Err(e) => {
+                    tracing::warn!(kernel = %kernel_id, error = %e, "destroy_kernel failed; the session stays TERMINATING")
+                }
             }
         }
         if let Some(status) = lifecycle::update_session(&self.db, session_id).await? {

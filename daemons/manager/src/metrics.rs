@@ -309,7 +309,9 @@ impl ManagerMetrics {
             cpu_usage: GaugeF64::default(),
             memory_rss: Gauge::default(),
             memory_vms: Gauge::default(),
-            cpu_sample: Mutex::new(process_cpu_seconds().map(|cpu_seconds| CpuSample { at: Instant::now(), cpu_seconds })),
+            cpu_sample: Mutex::new(
+                process_cpu_seconds().map(|cpu_seconds| CpuSample { at: Instant::now(), cpu_seconds }),
+            ),
         };
         // Help texts have no final period (the registry appends one); `register`, not
         // `register_with_unit`, so the names stay exactly the specified ones.
@@ -455,13 +457,20 @@ impl ManagerMetrics {
                 })
                 .inc();
         }
-        let labels = EventTimeLabels { event_type, status: status_label(error.is_none()), domain, operation, error_detail };
+        let labels =
+            EventTimeLabels { event_type, status: status_label(error.is_none()), domain, operation, error_detail };
         self.event_time.get_or_create(&labels).observe(elapsed.as_secs_f64());
     }
 
     /// Records one action (`entity_type`, `operation_type`) that took `elapsed`, failed with
     /// `error` if given.
-    pub fn observe_action(&self, entity_type: &str, operation_type: &str, elapsed: Duration, error: Option<&ErrorInfo>) {
+    pub fn observe_action(
+        &self,
+        entity_type: &str,
+        operation_type: &str,
+        elapsed: Duration,
+        error: Option<&ErrorInfo>,
+    ) {
         let (domain, operation, error_detail) = error.map(ErrorInfo::labels).unwrap_or_default();
         let labels = ActionLabels {
             entity_type: label(entity_type),
@@ -606,7 +615,8 @@ impl async_graphql::extensions::Extension for GqlMetricsExtension {
         operation_name: Option<&str>,
         next: async_graphql::extensions::NextExecute<'_>,
     ) -> async_graphql::Response {
-        *self.operation_name.lock().unwrap_or_else(PoisonError::into_inner) = operation_name.unwrap_or_default().to_owned();
+        *self.operation_name.lock().unwrap_or_else(PoisonError::into_inner) =
+            operation_name.unwrap_or_default().to_owned();
         next.run(ctx, operation_name).await
     }
 
@@ -629,12 +639,17 @@ impl async_graphql::extensions::Extension for GqlMetricsExtension {
         };
         let started = Instant::now();
         let result = next.run(ctx, info).await;
-        let error = result
-            .as_ref()
-            .err()
-            .map(|e| ErrorInfo::new("graphql", operation_type, gql_error_detail(&e.message), ""));
+        let error =
+            result.as_ref().err().map(|e| ErrorInfo::new("graphql", operation_type, gql_error_detail(&e.message), ""));
         let operation_name = self.operation_name.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        metrics.observe_graphql_field(operation_type, &operation_name, &parent_type, &field_name, started.elapsed(), error.as_ref());
+        metrics.observe_graphql_field(
+            operation_type,
+            &operation_name,
+            &parent_type,
+            &field_name,
+            started.elapsed(),
+            error.as_ref(),
+        );
         result
     }
 }
@@ -898,7 +913,11 @@ mod tests {
         let m = ManagerMetrics::new();
         m.observe_api_request("GET", "/session/{id}", 200, Duration::from_millis(3), None);
         m.observe_event("kernel_started", Duration::from_millis(1), None);
-        m.observe_event("kernel_started", Duration::from_millis(1), Some(&ErrorInfo::new("session", "handle", "not-found", "ObjectNotFound")));
+        m.observe_event(
+            "kernel_started",
+            Duration::from_millis(1),
+            Some(&ErrorInfo::new("session", "handle", "not-found", "ObjectNotFound")),
+        );
         m.observe_action("session", "destroy", Duration::from_millis(1), None);
         m.layer_operation("client", "agent_client", "create_kernels").finish(Some("unavailable"));
         m.layer_retry("client", "agent_client", "create_kernels");
@@ -932,10 +951,21 @@ mod tests {
 
     #[test]
     fn api_errors_are_labelled_from_the_route_and_problem() {
-        let e = api_error_info("POST", "/session/{id}/rename", Some("https://api.backend.ai/probs/auth-failed"), StatusCode::UNAUTHORIZED);
-        assert_eq!((e.domain.as_str(), e.operation.as_str(), e.error_detail.as_str()), ("session", "create", "auth-failed"));
+        let e = api_error_info(
+            "POST",
+            "/session/{id}/rename",
+            Some("https://api.backend.ai/probs/auth-failed"),
+            StatusCode::UNAUTHORIZED,
+        );
+        assert_eq!(
+            (e.domain.as_str(), e.operation.as_str(), e.error_detail.as_str()),
+            ("session", "create", "auth-failed")
+        );
         let e = api_error_info("GET", UNMATCHED_ENDPOINT, None, StatusCode::BAD_GATEWAY);
-        assert_eq!((e.domain.as_str(), e.operation.as_str(), e.error_detail.as_str()), ("api", "read", "internal-server-error"));
+        assert_eq!(
+            (e.domain.as_str(), e.operation.as_str(), e.error_detail.as_str()),
+            ("api", "read", "internal-server-error")
+        );
     }
 
     #[test]

@@ -69,7 +69,8 @@ pub async fn build_snapshot(db: &impl ConnectionTrait) -> Result<Snapshot, DbErr
     let keys: std::collections::BTreeSet<String> = snapshot.pending.iter().map(|p| p.access_key.to_string()).collect();
     for ak in keys {
         let Some(kp) = keypair::Entity::find_by_id(ak.as_str()).one(db).await? else { continue };
-        let Some(policy) = keypair_resource_policy::Entity::find_by_id(kp.resource_policy.as_str()).one(db).await? else {
+        let Some(policy) = keypair_resource_policy::Entity::find_by_id(kp.resource_policy.as_str()).one(db).await?
+        else {
             continue;
         };
         let access_key = AccessKey::new(&ak).map_err(|e| DbError::invalid("keypairs.access_key", e.to_string()))?;
@@ -80,8 +81,12 @@ pub async fn build_snapshot(db: &impl ConnectionTrait) -> Result<Snapshot, DbErr
                 limit: ResourceLimit {
                     total_resource_slots: policy.total_resource_slots.0.clone(),
                     default_for_unspecified: match policy.default_for_unspecified.0 {
-                        crate::db::types::DefaultForUnspecified::Limited => bai_scheduler::DefaultForUnspecified::Limited,
-                        crate::db::types::DefaultForUnspecified::Unlimited => bai_scheduler::DefaultForUnspecified::Unlimited,
+                        crate::db::types::DefaultForUnspecified::Limited => {
+                            bai_scheduler::DefaultForUnspecified::Limited
+                        }
+                        crate::db::types::DefaultForUnspecified::Unlimited => {
+                            bai_scheduler::DefaultForUnspecified::Unlimited
+                        }
                     },
                 },
                 max_concurrent_sessions: positive(policy.max_concurrent_sessions),
@@ -104,12 +109,8 @@ pub async fn build_snapshot(db: &impl ConnectionTrait) -> Result<Snapshot, DbErr
 fn pending_session(s: &session::Model, kernels: &[kernel::Model]) -> Result<PendingSession, DbError> {
     let bad = |field: &str, e: &dyn std::fmt::Display| DbError::invalid(format!("sessions.{field}"), e.to_string());
     let access_key = s.access_key.clone().unwrap_or_default();
-    let retries = s
-        .status_data
-        .as_ref()
-        .and_then(|d| d.pointer("/scheduler/retries"))
-        .and_then(|r| r.as_u64())
-        .unwrap_or(0);
+    let retries =
+        s.status_data.as_ref().and_then(|d| d.pointer("/scheduler/retries")).and_then(|r| r.as_u64()).unwrap_or(0);
     Ok(PendingSession {
         id: SessionId::from_uuid(s.id),
         name: s.name.clone(),
@@ -121,7 +122,10 @@ fn pending_session(s: &session::Model, kernels: &[kernel::Model]) -> Result<Pend
         session_type: s.session_type.0,
         priority: s.priority,
         scaling_group: s.scaling_group_name.clone().unwrap_or_default(),
-        architecture: kernels.first().map(|k| k.architecture.clone()).unwrap_or_else(|| std::env::consts::ARCH.to_string()),
+        architecture: kernels
+            .first()
+            .map(|k| k.architecture.clone())
+            .unwrap_or_else(|| std::env::consts::ARCH.to_string()),
         kernels: kernels
             .iter()
             .map(|k| KernelRequest { id: KernelId::from_uuid(k.id), requested_slots: k.requested_slots.0.clone() })
@@ -153,12 +157,13 @@ pub async fn recompute_agent_occupancy(db: &impl ConnectionTrait, agent_id: &str
 
 /// Persists a plan inside the caller's transaction (the one the snapshot was read in).
 pub async fn persist(txn: &impl ConnectionTrait, plan: &Plan, now: DateTime<Utc>) -> Result<PassReport, DbError> {
-        let mut report = PassReport { blocked: plan.blocked.len(), ..Default::default() };
+    let mut report = PassReport { blocked: plan.blocked.len(), ..Default::default() };
     let mut touched_agents = std::collections::BTreeSet::new();
     for placement in &plan.placements {
         for k in &placement.kernels {
             repo::assign_kernel_agent(txn, k.kernel_id, &k.agent_id).await?;
-            repo::set_kernel_status(txn, k.kernel_id, KernelStatus::Scheduled, Some("scheduled"), Some(json!({}))).await?;
+            repo::set_kernel_status(txn, k.kernel_id, KernelStatus::Scheduled, Some("scheduled"), Some(json!({})))
+                .await?;
             touched_agents.insert(k.agent_id.to_string());
         }
         let agent_ids: Vec<String> = placement.kernels.iter().map(|k| k.agent_id.to_string()).collect();
@@ -171,8 +176,14 @@ pub async fn persist(txn: &impl ConnectionTrait, plan: &Plan, now: DateTime<Utc>
             .filter(session::Column::Id.eq(*placement.session_id.as_uuid()))
             .exec(txn)
             .await?;
-        repo::set_session_status(txn, placement.session_id, SessionStatus::Scheduled, Some("scheduled"), Some(json!({})))
-            .await?;
+        repo::set_session_status(
+            txn,
+            placement.session_id,
+            SessionStatus::Scheduled,
+            Some("scheduled"),
+            Some(json!({})),
+        )
+        .await?;
         report.scheduled.push(placement.session_id);
     }
     for agent_id in &touched_agents {
@@ -180,14 +191,20 @@ pub async fn persist(txn: &impl ConnectionTrait, plan: &Plan, now: DateTime<Utc>
     }
     for c in &plan.cancellations {
         for k in repo::list_kernels_of_session(txn, c.session_id).await? {
-            repo::set_kernel_status(txn, KernelId::from_uuid(k.id), KernelStatus::Cancelled, Some(&c.reason), None).await?;
+            repo::set_kernel_status(txn, KernelId::from_uuid(k.id), KernelStatus::Cancelled, Some(&c.reason), None)
+                .await?;
         }
         repo::set_session_status(txn, c.session_id, SessionStatus::Cancelled, Some(&c.reason), None).await?;
         report.cancelled.push(c.session_id);
     }
     for b in &plan.blocked {
         let Some(row) = repo::get_session(txn, b.session_id).await? else { continue };
-        let retries = row.status_data.as_ref().and_then(|d| d.pointer("/scheduler/retries")).and_then(|r| r.as_u64()).unwrap_or(0);
+        let retries = row
+            .status_data
+            .as_ref()
+            .and_then(|d| d.pointer("/scheduler/retries"))
+            .and_then(|r| r.as_u64())
+            .unwrap_or(0);
         let msg = plan.explain(b.session_id).unwrap_or_default();
         let retries = if b.reason.counts_as_retry() { retries + 1 } else { retries };
         let data = json!({"scheduler": {
@@ -265,8 +282,9 @@ pub async fn creation_requests(
     db: &impl ConnectionTrait,
     session_id: SessionId,
 ) -> Result<BTreeMap<(String, String), pb::CreateKernelsRequest>, DbError> {
-    let (s, kernels) =
-        repo::get_session_with_kernels(db, session_id).await?.ok_or_else(|| DbError::not_found("session", session_id))?;
+    let (s, kernels) = repo::get_session_with_kernels(db, session_id)
+        .await?
+        .ok_or_else(|| DbError::not_found("session", session_id))?;
     let mut per_agent: BTreeMap<(String, String), pb::CreateKernelsRequest> = BTreeMap::new();
     for k in &kernels {
         let (Some(agent), Some(addr)) = (k.agent.clone(), k.agent_addr.clone()) else {
@@ -311,7 +329,11 @@ pub async fn creation_requests(
 /// Sends a scheduled session's kernels to their agents. The session and its kernels move to
 /// PREPARING first; a failed call moves the session to ERROR (`agent-error (...)`), cancels its
 /// other kernels on the agents and releases its resources.
-pub async fn dispatch(db: &sea_orm::DatabaseConnection, clients: &AgentClients, session_id: SessionId) -> Result<(), DbError> {
+pub async fn dispatch(
+    db: &sea_orm::DatabaseConnection,
+    clients: &AgentClients,
+    session_id: SessionId,
+) -> Result<(), DbError> {
     dispatch_observed(db, clients, session_id, None).await
 }
 
@@ -341,11 +363,9 @@ pub async fn dispatch_observed(
     for ((agent, addr), request) in &requests {
         let layer_op = metrics.map(|m| m.layer_operation("client", "agent_client", "create_kernels"));
         let result = match clients.client(addr) {
-            Ok(mut c) => c
-                .create_kernels(request.clone())
-                .await
-                .map(|_| ())
-                .map_err(|s| (format!("{:?}", s.code()).to_ascii_lowercase(), format!("{}: {}", s.code(), s.message()))),
+            Ok(mut c) => c.create_kernels(request.clone()).await.map(|_| ()).map_err(|s| {
+                (format!("{:?}", s.code()).to_ascii_lowercase(), format!("{}: {}", s.code(), s.message()))
+            }),
             Err(e) => Err(("invalid_address".to_string(), e.to_string())),
         };
         if let Some(op) = layer_op {
@@ -377,7 +397,14 @@ pub async fn dispatch_observed(
         }
         for k in repo::list_kernels_of_session(db, session_id).await? {
             if !k.status.0.is_terminal() {
-                repo::force_kernel_status(db, KernelId::from_uuid(k.id), KernelStatus::Error, Some(&info), Some(data.clone())).await?;
+                repo::force_kernel_status(
+                    db,
+                    KernelId::from_uuid(k.id),
+                    KernelStatus::Error,
+                    Some(&info),
+                    Some(data.clone()),
+                )
+                .await?;
             }
         }
         repo::force_session_status(db, session_id, SessionStatus::Error, Some(&info), Some(data)).await?;

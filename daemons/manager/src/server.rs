@@ -132,7 +132,8 @@ pub fn rate_limiter(config: &ManagerConfig) -> Result<Arc<dyn RateLimiter>, Star
         EventBackend::Memory => Arc::new(InMemoryRateLimiter::default()),
         EventBackend::Redis => {
             // The same URL as the event bus (see `bus`).
-            let url = if config.events.redis_url.is_empty() { "redis://127.0.0.1:6379/4" } else { &config.events.redis_url };
+            let url =
+                if config.events.redis_url.is_empty() { "redis://127.0.0.1:6379/4" } else { &config.events.redis_url };
             let limiter = RedisRateLimiter::new(url, crate::api::ratelimit::DEFAULT_WINDOW)
                 .map_err(|e| ConfigError { field: "events.redis-url".into(), reason: e.to_string() })?;
             Arc::new(limiter)
@@ -174,8 +175,10 @@ async fn bus(config: &ManagerConfig, redis_url: Option<String>) -> Result<Arc<dy
 pub async fn database(config: &ManagerConfig) -> Result<DatabaseConnection, StartError> {
     if let Some(path) = config.db.url.strip_prefix("sqlite://").map(|p| p.split('?').next().unwrap_or(p)) {
         if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| ConfigError { field: "db.url".into(), reason: format!("cannot create {}: {e}", dir.display()) })?;
+            std::fs::create_dir_all(dir).map_err(|e| ConfigError {
+                field: "db.url".into(),
+                reason: format!("cannot create {}: {e}", dir.display()),
+            })?;
         }
     }
     let db = crate::db::connect(&config.db.url).await?;
@@ -189,8 +192,8 @@ pub async fn start(config: ManagerConfig, options: StartOptions) -> Result<Runni
     let db = database(&config).await?;
     if let Some(fixture) = &options.fixture {
         if crate::db::repo::list_users(&db, None).await?.is_empty() {
-            let value: serde_json::Value =
-                serde_json::from_str(fixture).map_err(|e| ConfigError { field: "fixture".into(), reason: e.to_string() })?;
+            let value: serde_json::Value = serde_json::from_str(fixture)
+                .map_err(|e| ConfigError { field: "fixture".into(), reason: e.to_string() })?;
             crate::db::repo::populate_fixture(&db, &value).await?;
         }
     }
@@ -240,11 +243,14 @@ pub async fn start(config: ManagerConfig, options: StartOptions) -> Result<Runni
     };
     let keypairs: Arc<dyn KeypairStore> = Arc::new(CachedKeypairs::new(DbKeypairs::new(db.clone())));
     let storage = Arc::new(crate::storage::Storage::new(&config.storage));
-    let router = app(api_state_with_rate_limiter(manager.clone(), keypairs, rate_limiter(&config)?).with_service(storage));
+    let router =
+        app(api_state_with_rate_limiter(manager.clone(), keypairs, rate_limiter(&config)?).with_service(storage));
     let listener = tokio::net::TcpListener::bind(config.manager.api_listen)
         .await
         .map_err(|e| StartError::Listen { addr: config.manager.api_listen, reason: e.to_string() })?;
-    let api_addr = listener.local_addr().map_err(|e| StartError::Listen { addr: config.manager.api_listen, reason: e.to_string() })?;
+    let api_addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Listen { addr: config.manager.api_listen, reason: e.to_string() })?;
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(crate::api::serve(listener, router, async move {
         let _ = stopped.wait_for(|s| *s).await;

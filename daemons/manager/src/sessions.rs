@@ -115,7 +115,8 @@ impl<'a> Fields<'a> {
     pub fn boolean(&self, keys: &[&str], default: bool) -> Result<bool, ApiError> {
         match self.get(keys) {
             None => Ok(default),
-            Some(v) => parse_bool(v).ok_or_else(|| ApiError::invalid(self.name(keys[0]), format!("expected a boolean, got {v}"))),
+            Some(v) => parse_bool(v)
+                .ok_or_else(|| ApiError::invalid(self.name(keys[0]), format!("expected a boolean, got {v}"))),
         }
     }
 
@@ -189,7 +190,9 @@ pub fn parse_bool(value: &Value) -> Option<bool> {
 
 fn parse_int(value: &Value) -> Option<i64> {
     match value {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64)),
+        Value::Number(n) => {
+            n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64))
+        }
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
@@ -332,7 +335,9 @@ impl CreateRequest {
         }
         image.parse::<bai_core::ImageRef>().map_err(|e| ApiError::invalid("image", e.to_string()))?;
         let architecture = match f.string(&["architecture", "arch"])? {
-            Some(a) => bai_core::image_ref::normalize_architecture(&a).map_err(|r| ApiError::invalid("architecture", r))?,
+            Some(a) => {
+                bai_core::image_ref::normalize_architecture(&a).map_err(|r| ApiError::invalid("architecture", r))?
+            }
             None => std::env::consts::ARCH.to_string(),
         };
         let session_type = match f.string(&["type", "sessionType"])? {
@@ -358,9 +363,9 @@ impl CreateRequest {
         };
         let cluster_mode = match f.string(&["clusterMode", "cluster_mode"])? {
             None => ClusterMode::SingleNode,
-            Some(m) => {
-                m.parse().map_err(|_| ApiError::invalid("clusterMode", format!("{m:?} is not one of single-node, multi-node")))?
-            }
+            Some(m) => m.parse().map_err(|_| {
+                ApiError::invalid("clusterMode", format!("{m:?} is not one of single-node, multi-node"))
+            })?,
         };
         let tag = f.string(&["tag"])?;
         let enqueue_only = f.boolean(&["enqueueOnly", "enqueue_only"], false)?;
@@ -381,13 +386,18 @@ impl CreateRequest {
             match item {
                 Value::String(s) if !s.trim().is_empty() => dependencies.push(s.trim().to_string()),
                 other => {
-                    return Err(ApiError::invalid(format!("dependencies[{i}]"), format!("expected a session name or id, got {other}")))
+                    return Err(ApiError::invalid(
+                        format!("dependencies[{i}]"),
+                        format!("expected a session name or id, got {other}"),
+                    ))
                 }
             }
         }
         let callback_url = f.string(&["callback_url", "callbackUrl", "callbackURL"])?;
         if let Some(url) = &callback_url {
-            let ok = (url.starts_with("http://") || url.starts_with("https://")) && url.len() > 8 && !url.contains(char::is_whitespace);
+            let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                && url.len() > 8
+                && !url.contains(char::is_whitespace);
             if !ok {
                 return Err(ApiError::invalid("callback_url", format!("{url:?} is not an http(s) URL")));
             }
@@ -427,7 +437,12 @@ fn parse_config(map: &Map<String, Value>) -> Result<CreationConfig, ApiError> {
     for (i, item) in f.list(&["mounts"])?.into_iter().flatten().enumerate() {
         match item {
             Value::String(s) if !s.is_empty() => mounts.push(s.clone()),
-            other => return Err(ApiError::invalid(format!("config.mounts[{i}]"), format!("expected a folder name, got {other}"))),
+            other => {
+                return Err(ApiError::invalid(
+                    format!("config.mounts[{i}]"),
+                    format!("expected a folder name, got {other}"),
+                ))
+            }
         }
     }
     let mount_map = f.string_map(&["mount_map", "mountMap"])?;
@@ -456,14 +471,26 @@ fn parse_config(map: &Map<String, Value>) -> Result<CreationConfig, ApiError> {
                 match item {
                     Value::String(s) if !s.is_empty() => out.push(s.clone()),
                     other => {
-                        return Err(ApiError::invalid(format!("config.agentList[{i}]"), format!("expected an agent id, got {other}")))
+                        return Err(ApiError::invalid(
+                            format!("config.agentList[{i}]"),
+                            format!("expected an agent id, got {other}"),
+                        ))
                     }
                 }
             }
             Some(out)
         }
     };
-    Ok(CreationConfig { mounts, mount_map, environ, resources, resource_opts, scaling_group, preopen_ports, agent_list })
+    Ok(CreationConfig {
+        mounts,
+        mount_map,
+        environ,
+        resources,
+        resource_opts,
+        scaling_group,
+        preopen_ports,
+        agent_list,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -488,7 +515,11 @@ pub struct Owner {
 /// The owner a request acts for (the original's `get_access_key_scopes`): the requester, or
 /// with `owner_access_key` another user — superadmins for anyone, domain admins for
 /// non-superadmins of their domain (else 403), users never (403). An unknown key is 400.
-pub async fn owner_scope(db: &DatabaseConnection, ctx: &AuthContext, owner_access_key: Option<&str>) -> Result<Owner, ApiError> {
+pub async fn owner_scope(
+    db: &DatabaseConnection,
+    ctx: &AuthContext,
+    owner_access_key: Option<&str>,
+) -> Result<Owner, ApiError> {
     let me = Owner {
         access_key: ctx.access_key().to_string(),
         user_id: ctx.credential.user_id,
@@ -635,8 +666,12 @@ fn slot_error(err: bai_core::Error, known: &KnownSlots) -> ApiError {
                 format!("unknown resource slot {slot:?}; this cluster knows: {}", names.join(", "))
             },
         ),
-        bai_core::Error::InvalidSlotValue { slot, reason } => ApiError::invalid(format!("config.resources.{slot}"), reason),
-        bai_core::Error::InvalidSlotName { name, reason } => ApiError::invalid(format!("config.resources.{name}"), reason),
+        bai_core::Error::InvalidSlotValue { slot, reason } => {
+            ApiError::invalid(format!("config.resources.{slot}"), reason)
+        }
+        bai_core::Error::InvalidSlotName { name, reason } => {
+            ApiError::invalid(format!("config.resources.{name}"), reason)
+        }
         other => ApiError::invalid("config.resources", other.to_string()),
     }
 }
@@ -687,7 +722,11 @@ fn image_limits(img: &image::Model, known: &KnownSlots) -> (ResourceSlot, Resour
 /// an unknown slot is 400 naming it), with `cpu` and `mem` defaulting to the image's minimum,
 /// else [`DEFAULT_CPU`] and [`DEFAULT_MEM`]; amounts below the image's minimum or above its
 /// maximum are 400.
-pub fn resolve_resources(requested: &Map<String, Value>, known: &KnownSlots, img: Option<&image::Model>) -> Result<ResourceSlot, ApiError> {
+pub fn resolve_resources(
+    requested: &Map<String, Value>,
+    known: &KnownSlots,
+    img: Option<&image::Model>,
+) -> Result<ResourceSlot, ApiError> {
     let mut slots = ResourceSlot::from_user_input(requested, Some(known)).map_err(|e| slot_error(e, known))?;
     let (min, max) = img.map(|i| image_limits(i, known)).unwrap_or_default();
     for (slot, default) in [("cpu", DEFAULT_CPU), ("mem", DEFAULT_MEM)] {
@@ -733,9 +772,16 @@ fn resource_opts(map: &Map<String, Value>) -> Result<ResourceOpts, ApiError> {
                 Value::String(s) => s.clone(),
                 Value::Number(n) => n.to_string(),
                 Value::Null => continue,
-                other => return Err(ApiError::invalid("config.resource_opts.shmem", format!("expected a size such as \"64m\", got {other}"))),
+                other => {
+                    return Err(ApiError::invalid(
+                        "config.resource_opts.shmem",
+                        format!("expected a size such as \"64m\", got {other}"),
+                    ))
+                }
             };
-            let size = text.parse::<bai_core::BinarySize>().map_err(|e| ApiError::invalid("config.resource_opts.shmem", e.to_string()))?;
+            let size = text
+                .parse::<bai_core::BinarySize>()
+                .map_err(|e| ApiError::invalid("config.resource_opts.shmem", e.to_string()))?;
             opts.shmem = Some(size);
         } else {
             opts.extra.insert(key.clone(), value.clone());
@@ -754,7 +800,12 @@ fn spec_field(field: &str) -> String {
     }
 }
 
-async fn resolve_group(db: &DatabaseConnection, owner: &Owner, domain: &str, name: &str) -> Result<group::Model, ApiError> {
+async fn resolve_group(
+    db: &DatabaseConnection,
+    owner: &Owner,
+    domain: &str,
+    name: &str,
+) -> Result<group::Model, ApiError> {
     let found = match Uuid::parse_str(name.trim()) {
         Ok(id) => repo::get_group(db, id).await.map_err(db_error)?.filter(|g| g.domain_name == domain),
         Err(_) => repo::find_group_by_name(db, domain, name).await.map_err(db_error)?,
@@ -816,15 +867,17 @@ async fn existing_session(
         .map_err(|e| db_error(e.into()))?;
     let Some(existing) = existing else { return Ok(None) };
     let kernel = main_kernel(db, existing.id).await.ok();
-    let existing_image = kernel.as_ref().and_then(|k| k.image.clone()).or_else(|| existing.images.0.first().cloned()).unwrap_or_default();
+    let existing_image = kernel
+        .as_ref()
+        .and_then(|k| k.image.clone())
+        .or_else(|| existing.images.0.first().cloned())
+        .unwrap_or_default();
     let same_image = existing_image == image_name || existing_image == request.image;
     if !request.reuse_if_exists || !same_image {
         let mut err = ApiError::session_already_exists(existing.id);
         if !same_image {
-            err = err.with_msg(format!(
-                "a live session named {:?} runs another image ({existing_image})",
-                request.name
-            ));
+            err =
+                err.with_msg(format!("a live session named {:?} runs another image ({existing_image})", request.name));
         }
         return Err(err);
     }
@@ -872,18 +925,27 @@ pub async fn create_session(manager: &Manager, ctx: &AuthContext, request: Creat
         if !agents.is_empty() && agents.len() != expected {
             return Err(ApiError::invalid(
                 "config.agentList",
-                format!("{} agents given; a {} session of {} kernels needs {expected}", agents.len(), request.cluster_mode, request.cluster_size),
+                format!(
+                    "{} agents given; a {} session of {} kernels needs {expected}",
+                    agents.len(),
+                    request.cluster_mode,
+                    request.cluster_size
+                ),
             ));
         }
         for (i, agent) in agents.iter().enumerate() {
-            let id = bai_core::AgentId::new(agent).map_err(|e| ApiError::invalid(format!("config.agentList[{i}]"), e.to_string()))?;
+            let id = bai_core::AgentId::new(agent)
+                .map_err(|e| ApiError::invalid(format!("config.agentList[{i}]"), e.to_string()))?;
             if repo::get_agent(db, &id).await.map_err(db_error)?.is_none() {
                 return Err(ApiError::invalid(format!("config.agentList[{i}]"), format!("no agent {agent:?}")));
             }
         }
     }
     if !request.config.mounts.is_empty() || !request.config.mount_map.is_empty() {
-        return Err(ApiError::invalid("config.mounts", "mounting virtual folders into sessions is not supported by this manager yet"));
+        return Err(ApiError::invalid(
+            "config.mounts",
+            "mounting virtual folders into sessions is not supported by this manager yet",
+        ));
     }
     if !request.dependencies.is_empty() {
         return Err(ApiError::invalid("dependencies", "session dependencies are not supported by this manager yet"));
@@ -913,10 +975,14 @@ pub async fn create_session(manager: &Manager, ctx: &AuthContext, request: Creat
             ))
         }
         None => allowed.first().cloned().ok_or_else(|| {
-            ApiError::invalid("config.scalingGroup", "no active scaling group is associated with the domain, group or keypair")
+            ApiError::invalid(
+                "config.scalingGroup",
+                "no active scaling group is associated with the domain, group or keypair",
+            )
         })?,
     };
-    let image_ref: bai_core::ImageRef = image_name.parse().map_err(|e: bai_core::Error| ApiError::invalid("image", e.to_string()))?;
+    let image_ref: bai_core::ImageRef =
+        image_name.parse().map_err(|e: bai_core::Error| ApiError::invalid("image", e.to_string()))?;
     let spec = SessionSpec {
         name: request.name.clone(),
         image: image_ref.clone(),
@@ -1024,7 +1090,8 @@ pub async fn create_session(manager: &Manager, ctx: &AuthContext, request: Creat
 
 /// Whether a create request stops waiting at this status.
 fn settled(status: SessionStatus) -> bool {
-    matches!(status, SessionStatus::Running | SessionStatus::RunningDegraded | SessionStatus::Terminating) || status.is_dead()
+    matches!(status, SessionStatus::Running | SessionStatus::RunningDegraded | SessionStatus::Terminating)
+        || status.is_dead()
 }
 
 /// Waits until the session is RUNNING (or `session_started` arrives), dead or TERMINATING
@@ -1095,7 +1162,9 @@ pub fn gone_result(run_id: &str) -> Value {
 /// `build` is the agent's default (`make` when there is a Makefile); `"*"` for `exec` runs
 /// `main.py`; `clean` is not supported by the agent and ignored.
 fn batch_options(options: &Value) -> Value {
-    let text = |key: &str| options.get(key).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+    let text = |key: &str| {
+        options.get(key).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
+    };
     let mut out = Map::new();
     if let Some(build) = text("build") {
         out.insert("build".into(), Value::String(build));
@@ -1130,7 +1199,10 @@ pub fn push_console(console: &mut Vec<Value>, record: &pb::ConsoleRecord) {
         "media" => {
             let data = match serde_json::from_str::<Value>(&record.data) {
                 Ok(Value::Array(pair)) => Value::Array(pair),
-                Ok(Value::Object(o)) => json!([o.get("type").cloned().unwrap_or(Value::Null), o.get("data").cloned().unwrap_or(Value::Null)]),
+                Ok(Value::Object(o)) => json!([
+                    o.get("type").cloned().unwrap_or(Value::Null),
+                    o.get("data").cloned().unwrap_or(Value::Null)
+                ]),
                 _ => json!(["text/plain", record.data]),
             };
             console.push(json!(["media", data]));
@@ -1191,10 +1263,15 @@ pub async fn execute(
         match event.event {
             Some(pb::execute_event::Event::Record(record)) => push_console(&mut console, &record),
             Some(pb::execute_event::Event::Result(result)) => {
-                let options = serde_json::from_str::<Value>(&result.options_json).ok().filter(Value::is_object).unwrap_or_else(|| json!({}));
+                let options = serde_json::from_str::<Value>(&result.options_json)
+                    .ok()
+                    .filter(Value::is_object)
+                    .unwrap_or_else(|| json!({}));
                 let (status, exit_code) = match result.status.as_str() {
                     // The client does not know `exec-timeout`; the run is over.
-                    "exec-timeout" => ("finished".to_string(), json!(if result.has_exit_code { result.exit_code } else { -2 })),
+                    "exec-timeout" => {
+                        ("finished".to_string(), json!(if result.has_exit_code { result.exit_code } else { -2 }))
+                    }
                     s => (s.to_string(), if result.has_exit_code { json!(result.exit_code) } else { Value::Null }),
                 };
                 let run_id = if result.run_id.is_empty() { run_id.to_string() } else { result.run_id };
@@ -1234,14 +1311,19 @@ pub fn agent_error(status: tonic::Status) -> ApiError {
     match status.code() {
         Code::InvalidArgument => ApiError::with_kind_msg(ErrorKind::InvalidApiParameters, message),
         Code::NotFound => ApiError::not_found("kernel").with_msg(message),
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => ApiError::service_unavailable(format!("agent: {message}")),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+            ApiError::service_unavailable(format!("agent: {message}"))
+        }
         Code::ResourceExhausted => ApiError::with_kind_msg(ErrorKind::InvalidApiParameters, message),
         code => ApiError::internal(format!("agent: {code:?}: {message}")),
     }
 }
 
 /// An agent client for a kernel, or 503 when the kernel is not placed (or the address is bad).
-pub fn kernel_client(manager: &Manager, kernel: &kernel::Model) -> Result<bai_agent_runtime::rpc::AgentClient, ApiError> {
+pub fn kernel_client(
+    manager: &Manager,
+    kernel: &kernel::Model,
+) -> Result<bai_agent_runtime::rpc::AgentClient, ApiError> {
     let addr = kernel
         .agent_addr
         .as_deref()
@@ -1306,11 +1388,14 @@ mod tests {
         assert_eq!(r.config.environ["FOO"], "bar");
         assert_eq!(r.config.preopen_ports, vec![8080]);
         assert!(r.reuse_if_exists && !r.enqueue_only);
-        let err = CreateRequest::from_json(&json!({"name": "mysess01", "image": "x", "clusterSize": 0}), Utc::now()).unwrap_err();
+        let err = CreateRequest::from_json(&json!({"name": "mysess01", "image": "x", "clusterSize": 0}), Utc::now())
+            .unwrap_err();
         assert_eq!(err.data().unwrap().as_object().unwrap().keys().next().unwrap(), "clusterSize");
         let err = CreateRequest::from_json(&json!({"name": "mysess01"}), Utc::now()).unwrap_err();
         assert!(err.data().unwrap().get("image").is_some());
-        let r = CreateRequest::from_json(&json!({"session_name": "abcd", "lang": "x", "enqueueOnly": "true"}), Utc::now()).unwrap();
+        let r =
+            CreateRequest::from_json(&json!({"session_name": "abcd", "lang": "x", "enqueueOnly": "true"}), Utc::now())
+                .unwrap();
         assert!(r.enqueue_only);
     }
 
@@ -1347,6 +1432,9 @@ mod tests {
         push_console(&mut console, &rec("stderr", "c"));
         push_console(&mut console, &rec("media", r#"["image/png","xx"]"#));
         push_console(&mut console, &rec("stdout", "d"));
-        assert_eq!(Value::Array(console), json!([["stdout", "ab"], ["stderr", "c"], ["media", ["image/png", "xx"]], ["stdout", "d"]]));
+        assert_eq!(
+            Value::Array(console),
+            json!([["stdout", "ab"], ["stderr", "c"], ["media", ["image/png", "xx"]], ["stdout", "d"]])
+        );
     }
 }

@@ -16,9 +16,9 @@
 //! unsigned side channel never trusts anything the client could forge. Files are streamed in
 //! both directions; memory stays bounded whatever their size.
 
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io;
-use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -269,7 +269,8 @@ impl Storage {
 
     /// Creates the directory of a new folder.
     pub fn create_folder(&self, folder: Uuid) -> Result<(), StorageError> {
-        std::fs::create_dir_all(&self.root).map_err(io_err(format!("create the storage root {}", self.root.display())))?;
+        std::fs::create_dir_all(&self.root)
+            .map_err(io_err(format!("create the storage root {}", self.root.display())))?;
         let dir = self.folder_dir(folder);
         std::fs::create_dir(&dir).map_err(io_err(format!("create {}", dir.display())))
     }
@@ -358,7 +359,8 @@ impl Storage {
         let (mut files, mut bytes) = (0, 0);
         walk(&self.folder_dir(folder), &mut files, &mut bytes).map_err(io_err("measure the folder"))?;
         let (mut pending, mut pending_bytes) = (0, 0);
-        walk(&self.uploads_dir(folder), &mut pending, &mut pending_bytes).map_err(io_err("measure the folder's uploads"))?;
+        walk(&self.uploads_dir(folder), &mut pending, &mut pending_bytes)
+            .map_err(io_err("measure the folder's uploads"))?;
         Ok((files, bytes + pending_bytes))
     }
 
@@ -443,7 +445,10 @@ impl Storage {
         };
         if meta.is_dir() {
             if !recursive {
-                return Err(StorageError::InvalidPath { path: path.into(), reason: "is a directory; delete it recursively".into() });
+                return Err(StorageError::InvalidPath {
+                    path: path.into(),
+                    reason: "is a directory; delete it recursively".into(),
+                });
             }
             std::fs::remove_dir_all(&target).map_err(io_err(format!("delete {path:?}")))
         } else {
@@ -477,7 +482,13 @@ impl Storage {
     /// Prepares an upload of `size` bytes to `path` after checking the path and the quota:
     /// an empty file is created in place at once (the client sends no data for it); otherwise
     /// an empty temporary file is created and its upload id returned.
-    pub fn begin_upload(&self, folder: Uuid, path: &str, size: u64, quota: Option<u64>) -> Result<Option<String>, StorageError> {
+    pub fn begin_upload(
+        &self,
+        folder: Uuid,
+        path: &str,
+        size: u64,
+        quota: Option<u64>,
+    ) -> Result<Option<String>, StorageError> {
         if split_relative(path)?.is_empty() {
             return Err(StorageError::InvalidPath { path: path.into(), reason: "names the folder itself".into() });
         }
@@ -545,7 +556,13 @@ impl Storage {
     /// Appends one TUS chunk at `offset`, streaming `body` to disk, and answers the new offset.
     /// When the announced size is reached the file moves into place. Sending more than the
     /// announced size, or more than the quota leaves room for, deletes the upload.
-    pub async fn write_chunk<S, E>(&self, grant: &Grant, quota: Option<u64>, offset: u64, mut body: S) -> Result<u64, StorageError>
+    pub async fn write_chunk<S, E>(
+        &self,
+        grant: &Grant,
+        quota: Option<u64>,
+        offset: u64,
+        mut body: S,
+    ) -> Result<u64, StorageError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -620,7 +637,11 @@ impl Storage {
     }
 
     /// Opens a regular file for download: the open file, its length and modification time.
-    pub async fn open_for_download(&self, folder: Uuid, path: &str) -> Result<(tokio::fs::File, u64, std::time::SystemTime), StorageError> {
+    pub async fn open_for_download(
+        &self,
+        folder: Uuid,
+        path: &str,
+    ) -> Result<(tokio::fs::File, u64, std::time::SystemTime), StorageError> {
         let target = {
             let this = self.clone();
             let p = path.to_string();
@@ -643,9 +664,9 @@ impl Storage {
 pub async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, StorageError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|e| Err(StorageError::Io { what: "storage task".into(), source: io::Error::other(e.to_string()) }))
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        Err(StorageError::Io { what: "storage task".into(), source: io::Error::other(e.to_string()) })
+    })
 }
 
 #[cfg(test)]
@@ -715,7 +736,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (s, id) = storage(dir.path());
         let upload = s.begin_upload(id, "d/f", 10, Some(100)).unwrap().unwrap();
-        let grant = Grant { op: Operation::Upload, folder: id, path: "d/f".into(), size: Some(10), upload: Some(upload.clone()), exp: i64::MAX };
+        let grant = Grant {
+            op: Operation::Upload,
+            folder: id,
+            path: "d/f".into(),
+            size: Some(10),
+            upload: Some(upload.clone()),
+            exp: i64::MAX,
+        };
         let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Bytes, io::Error>>();
         let (s2, g2) = (s.clone(), grant.clone());
         let first = tokio::spawn(async move { s2.write_chunk(&g2, Some(100), 0, rx).await });

@@ -192,7 +192,8 @@ async fn send(h: &Harness, req: Request<Body>) -> (StatusCode, Response<()>, Val
     let value = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
     };
     (parts.status, Response::from_parts(parts, ()), value)
 }
@@ -202,7 +203,14 @@ fn content_type(resp: &Response<()>) -> &str {
 }
 
 /// Asserts a problem document of the spec's format (§5.1) and returns its `msg`.
-fn assert_problem(status: StatusCode, resp: &Response<()>, body: &Value, want: StatusCode, suffix: &str, title: &str) -> String {
+fn assert_problem(
+    status: StatusCode,
+    resp: &Response<()>,
+    body: &Value,
+    want: StatusCode,
+    suffix: &str,
+    title: &str,
+) -> String {
     assert_eq!(status, want, "{body}");
     assert_eq!(content_type(resp), "application/problem+json");
     assert_eq!(body["type"], format!("https://api.backend.ai/probs/{suffix}"), "{body}");
@@ -211,19 +219,28 @@ fn assert_problem(status: StatusCode, resp: &Response<()>, body: &Value, want: S
 }
 
 fn assert_auth_failed(status: StatusCode, resp: &Response<()>, body: &Value, msg: &str) {
-    let got = assert_problem(status, resp, body, StatusCode::UNAUTHORIZED, "auth-failed", "Credential/signature mismatch.");
+    let got =
+        assert_problem(status, resp, body, StatusCode::UNAUTHORIZED, "auth-failed", "Credential/signature mismatch.");
     assert_eq!(got, msg);
 }
 
 fn assert_invalid_auth(status: StatusCode, resp: &Response<()>, body: &Value) -> String {
-    assert_problem(status, resp, body, StatusCode::BAD_REQUEST, "invalid-auth-params", "Missing or invalid authorization parameters.")
+    assert_problem(
+        status,
+        resp,
+        body,
+        StatusCode::BAD_REQUEST,
+        "invalid-auth-params",
+        "Missing or invalid authorization parameters.",
+    )
 }
 
 #[tokio::test]
 async fn version_probe_is_public_and_exact() {
     let h = harness();
     // the unsigned probe carries only User-Agent (§3)
-    let probe = Request::get("/").header("User-Agent", "Backend.AI Client for Python 23.09.10").body(Body::empty()).unwrap();
+    let probe =
+        Request::get("/").header("User-Agent", "Backend.AI Client for Python 23.09.10").body(Body::empty()).unwrap();
     let resp = h.app.clone().oneshot(probe).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["content-type"], "application/json");
@@ -237,7 +254,11 @@ async fn version_probe_is_public_and_exact() {
     assert_eq!(body, json!({"version": "v7.20230615", "manager": MANAGER_VERSION}));
 
     // the probe is public: its signature is not checked at all
-    let stale = ClientRequest { date: Some(VECTOR_DATE.into()), signature: Some("00".into()), ..ClientRequest::new(&h, "GET", "/") };
+    let stale = ClientRequest {
+        date: Some(VECTOR_DATE.into()),
+        signature: Some("00".into()),
+        ..ClientRequest::new(&h, "GET", "/")
+    };
     assert_eq!(send(&h, stale.build()).await.0, StatusCode::OK);
 }
 
@@ -273,7 +294,13 @@ async fn spec_test_vectors_pass_end_to_end() {
     let vector_time = DateTime::parse_from_rfc3339(VECTOR_DATE).unwrap().with_timezone(&Utc);
     let h = harness_at(vector_time + TimeDelta::minutes(5));
     let cases = [
-        ("GET", "/folders/_/hosts", Some("text/plain"), None, "45ee43f01f31d0735bbf5cd87ca4a10c122a42164eb3298a518e79467243a132"),
+        (
+            "GET",
+            "/folders/_/hosts",
+            Some("text/plain"),
+            None,
+            "45ee43f01f31d0735bbf5cd87ca4a10c122a42164eb3298a518e79467243a132",
+        ),
         (
             "POST",
             "/admin/gql",
@@ -403,7 +430,11 @@ async fn dates_must_be_present_and_within_fifteen_minutes() {
     assert!(assert_invalid_auth(status, &resp, &body).starts_with("Date/time sync error"));
 
     // an unparsable date
-    let garbage = ClientRequest { date: Some("yesterday".into()), signature: Some("ab".into()), ..ClientRequest::new(&h, "GET", "/bai/whoami") };
+    let garbage = ClientRequest {
+        date: Some("yesterday".into()),
+        signature: Some("ab".into()),
+        ..ClientRequest::new(&h, "GET", "/bai/whoami")
+    };
     let (status, resp, body) = send(&h, garbage.build()).await;
     assert!(assert_invalid_auth(status, &resp, &body).starts_with("Date/time sync error"));
 
@@ -421,7 +452,8 @@ async fn dates_must_be_present_and_within_fifteen_minutes() {
 async fn missing_or_malformed_authorization() {
     let h = harness();
     // dated but anonymous: the route needs a signature
-    let anonymous = ClientRequest { authorization: Some(String::new()), ..ClientRequest::new(&h, "GET", "/bai/whoami") };
+    let anonymous =
+        ClientRequest { authorization: Some(String::new()), ..ClientRequest::new(&h, "GET", "/bai/whoami") };
     let (status, resp, body) = send(&h, anonymous.build()).await;
     assert_auth_failed(status, &resp, &body, "Unauthorized access");
 
@@ -437,7 +469,8 @@ async fn missing_or_malformed_authorization() {
         "BackendAI signMethod=HMAC-SHA256, credential=AKIAIOSFODNN7EXAMPLE",
         "BackendAI signMethod=HMAC-SHA256, credential=AKIAIOSFODNN7EXAMPLE:not-hex",
     ] {
-        let req = ClientRequest { authorization: Some(header.to_string()), ..ClientRequest::new(&h, "GET", "/bai/whoami") };
+        let req =
+            ClientRequest { authorization: Some(header.to_string()), ..ClientRequest::new(&h, "GET", "/bai/whoami") };
         let (status, resp, body) = send(&h, req.build()).await;
         assert_invalid_auth(status, &resp, &body);
     }
@@ -476,32 +509,68 @@ async fn bodies_are_parsed_with_errors_naming_the_problem() {
 
     let malformed = ClientRequest::new(&h, "POST", "/bai/echo").json(r#"{"echo": "hello""#);
     let (status, resp, body) = send(&h, malformed.build()).await;
-    let msg = assert_problem(status, &resp, &body, StatusCode::BAD_REQUEST, "invalid-api-params", "Missing or invalid API parameters.");
+    let msg = assert_problem(
+        status,
+        &resp,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "invalid-api-params",
+        "Missing or invalid API parameters.",
+    );
     assert!(msg.starts_with("body: malformed JSON"), "{msg}");
     assert!(body["data"]["body"].as_str().unwrap().contains("EOF"), "{body}");
 
     let wrong_type = ClientRequest::new(&h, "POST", "/bai/echo").json(r#"{"echo": 5}"#);
     let (status, resp, body) = send(&h, wrong_type.build()).await;
-    let msg = assert_problem(status, &resp, &body, StatusCode::BAD_REQUEST, "invalid-api-params", "Missing or invalid API parameters.");
+    let msg = assert_problem(
+        status,
+        &resp,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "invalid-api-params",
+        "Missing or invalid API parameters.",
+    );
     assert_eq!(msg, "echo: invalid type: integer `5`, expected a string");
     assert_eq!(body["data"], json!({"echo": "invalid type: integer `5`, expected a string"}));
 
     let missing = ClientRequest::new(&h, "POST", "/bai/echo").json("{}");
     let (status, resp, body) = send(&h, missing.build()).await;
-    assert_problem(status, &resp, &body, StatusCode::BAD_REQUEST, "invalid-api-params", "Missing or invalid API parameters.");
+    assert_problem(
+        status,
+        &resp,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "invalid-api-params",
+        "Missing or invalid API parameters.",
+    );
     assert!(body["data"]["echo"].as_str().unwrap().contains("missing field"), "{body}");
 
     let typed = ClientRequest::new(&h, "POST", "/typed").json(r#"[1, 2, "x"]"#);
     let (status, resp, body) = send(&h, typed.build()).await;
-    assert_problem(status, &resp, &body, StatusCode::BAD_REQUEST, "invalid-api-params", "Missing or invalid API parameters.");
+    assert_problem(
+        status,
+        &resp,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "invalid-api-params",
+        "Missing or invalid API parameters.",
+    );
     assert!(body["data"].get("[2]").is_some(), "{body}");
 
     // a route using axum's own Json extractor still answers the spec's format, never 415/422
-    for (ctype, payload) in [("application/json", "{not json"), ("application/json", r#"["x"]"#), ("text/plain", "[1]")] {
+    for (ctype, payload) in [("application/json", "{not json"), ("application/json", r#"["x"]"#), ("text/plain", "[1]")]
+    {
         let mut req = ClientRequest::new(&h, "POST", "/plain-axum-json").json(payload);
         req.content_type = Some(ctype);
         let (status, resp, body) = send(&h, req.build()).await;
-        let msg = assert_problem(status, &resp, &body, StatusCode::BAD_REQUEST, "invalid-api-params", "Missing or invalid API parameters.");
+        let msg = assert_problem(
+            status,
+            &resp,
+            &body,
+            StatusCode::BAD_REQUEST,
+            "invalid-api-params",
+            "Missing or invalid API parameters.",
+        );
         assert!(!msg.is_empty(), "{body}");
     }
 }
@@ -518,7 +587,14 @@ async fn rate_limit_refuses_with_429_and_headers() {
         assert_eq!(resp.headers()["x-ratelimit-window"], "900");
     }
     let (status, resp, body) = send(&h, req()).await;
-    assert_problem(status, &resp, &body, StatusCode::TOO_MANY_REQUESTS, "rate-limit-exceeded", "You have reached your API query rate limit.");
+    assert_problem(
+        status,
+        &resp,
+        &body,
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limit-exceeded",
+        "You have reached your API query rate limit.",
+    );
     assert_eq!(resp.headers()["x-ratelimit-limit"], "3");
     assert_eq!(resp.headers()["x-ratelimit-remaining"], "0");
     assert_eq!(resp.headers()["x-ratelimit-window"], "900");
@@ -539,14 +615,28 @@ async fn every_error_is_a_problem_document() {
     assert_problem(status, &resp, &body, StatusCode::NOT_FOUND, "url-not-found", "Unknown URL path.");
 
     let (status, resp, body) = send(&h, ClientRequest::new(&h, "DELETE", "/bai/whoami").build()).await;
-    assert_problem(status, &resp, &body, StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "HTTP Method Not Allowed.");
+    assert_problem(
+        status,
+        &resp,
+        &body,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "HTTP Method Not Allowed.",
+    );
 
     let bad_version = Request::get("/").header("X-BackendAI-Version", "v9.2025").body(Body::empty()).unwrap();
     let (status, resp, body) = send(&h, bad_version).await;
     assert_problem(status, &resp, &body, StatusCode::BAD_REQUEST, "generic-bad-request", "Bad request.");
 
     let (status, resp, body) = send(&h, ClientRequest::new(&h, "GET", "/boom").build()).await;
-    let msg = assert_problem(status, &resp, &body, StatusCode::INTERNAL_SERVER_ERROR, "internal-server-error", "Internal server error.");
+    let msg = assert_problem(
+        status,
+        &resp,
+        &body,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal-server-error",
+        "Internal server error.",
+    );
     assert!(msg.contains("deliberate test panic"), "{msg}");
 }
 
@@ -603,7 +693,8 @@ async fn serves_over_a_real_socket_and_shuts_down() {
         content_type: "application/json",
         api_version: API_VERSION,
     };
-    let authorization = signing::authorization_header(&AccessKey::new(AK).unwrap(), &signing::sign(SK, &to_sign).unwrap());
+    let authorization =
+        signing::authorization_header(&AccessKey::new(AK).unwrap(), &signing::sign(SK, &to_sign).unwrap());
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: {host}\r\nDate: {date}\r\nX-BackendAI-Version: {API_VERSION}\r\n\
          X-BackendAI-Domain: default\r\nContent-Type: application/json\r\nAuthorization: {authorization}\r\n\
@@ -629,7 +720,8 @@ async fn public_and_signed_routes_can_share_a_path() {
     let h = Harness { app, clock: Arc::new(ManualClock::new(Utc::now())) };
     let resp = h.app.clone().oneshot(Request::get("/shared").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let anonymous = Request::post("/shared").header("Date", signing::format_request_date(Utc::now())).body(Body::empty()).unwrap();
+    let anonymous =
+        Request::post("/shared").header("Date", signing::format_request_date(Utc::now())).body(Body::empty()).unwrap();
     let (status, resp, body) = send(&h, anonymous).await;
     assert_auth_failed(status, &resp, &body, "Unauthorized access");
     let resp = h.app.clone().oneshot(ClientRequest::new(&h, "POST", "/shared").build()).await.unwrap();

@@ -29,7 +29,8 @@ const USER_UUID: &str = "dfa9da54-4b28-432f-be29-c0d680c7a412";
 /// The statuses `ps` asks for by default (spec §9).
 const ACTIVE: &str = "PENDING,SCHEDULED,PULLING,PREPARING,RUNNING,RUNNING_DEGRADED,TERMINATING,ERROR";
 /// `ps --all`.
-const ALL: &str = "PENDING,SCHEDULED,PULLING,PREPARING,RUNNING,RESTARTING,RUNNING_DEGRADED,TERMINATING,TERMINATED,ERROR,CANCELLED";
+const ALL: &str =
+    "PENDING,SCHEDULED,PULLING,PREPARING,RUNNING,RESTARTING,RUNNING_DEGRADED,TERMINATING,TERMINATED,ERROR,CANCELLED";
 
 /// `ps` step 1, exactly as the client sends it.
 const KEYPAIR_QUERY: &str = "query {  keypair {    user_id access_key secret_key is_active is_admin  }}";
@@ -48,7 +49,8 @@ const PS_FIELDS: &str = "name id group_name main_kernel_id image type status sta
 
 /// `session info`, exactly as the client sends it (the trailing `id` inside `containers` is
 /// part of the capture).
-const INFO_QUERY: &str = "query($id: UUID!) {  compute_session(id: $id) {    name id main_kernel_id image tag created_at \
+const INFO_QUERY: &str =
+    "query($id: UUID!) {  compute_session(id: $id) {    name id main_kernel_id image tag created_at \
      terminated_at status status_info status_data occupying_slots idle_checks containers { id cluster_role cluster_idx \
      cluster_hostname session_id image registry status status_info status_data status_changed agent container_id \
      resource_opts occupied_slots preopen_ports live_stat last_stat id } dependencies { name id }  }}";
@@ -147,7 +149,13 @@ async fn insert(
 }
 
 /// A user with a keypair: (owner, (access key, secret key)).
-async fn new_user(db: &DatabaseConnection, email: &str, role: UserRole, domain: &str, group: Uuid) -> (Owner, (String, String)) {
+async fn new_user(
+    db: &DatabaseConnection,
+    email: &str,
+    role: UserRole,
+    domain: &str,
+    group: Uuid,
+) -> (Owner, (String, String)) {
     let row = user::ActiveModel {
         email: Set(email.into()),
         username: Set(Some(email.split('@').next().unwrap().into())),
@@ -164,7 +172,9 @@ async fn new_user(db: &DatabaseConnection, email: &str, role: UserRole, domain: 
 
 /// A second domain with one group.
 async fn other_domain(db: &DatabaseConnection) -> Uuid {
-    repo::create_domain(db, domain::ActiveModel { name: Set("other".into()), ..Default::default() }).await.expect("domain");
+    repo::create_domain(db, domain::ActiveModel { name: Set("other".into()), ..Default::default() })
+        .await
+        .expect("domain");
     let g = repo::create_group(
         db,
         group::ActiveModel { name: Set("other-group".into()), domain_name: Set("other".into()), ..Default::default() },
@@ -221,7 +231,16 @@ async fn ps_queries_answer_in_selection_order_with_exact_totals() {
         &page1.body,
         0,
         &[
-            "name", "id", "group_name", "main_kernel_id", "image", "type", "status", "status_info", "status_changed", "result",
+            "name",
+            "id",
+            "group_name",
+            "main_kernel_id",
+            "image",
+            "type",
+            "status",
+            "status_info",
+            "status_changed",
+            "result",
         ],
     );
     assert_keys_in_order(&page1.body, end, &["name", "id", "group_name", "main_kernel_id"]);
@@ -254,7 +273,8 @@ async fn ps_queries_answer_in_selection_order_with_exact_totals() {
     assert_eq!(total(&all), 4);
     let dead = gql(addr, common::USER, &query, list_vars(20, 0, Some("CANCELLED,TERMINATED"))).await.json();
     assert_eq!(names(&dead), ["sess-dead"]);
-    let running_only = gql(addr, common::USER, &query, list_vars(20, 0, Some("PREPARING,RUNNING,RUNNING_DEGRADED"))).await.json();
+    let running_only =
+        gql(addr, common::USER, &query, list_vars(20, 0, Some("PREPARING,RUNNING,RUNNING_DEGRADED"))).await.json();
     assert_eq!(total(&running_only), 0);
     let unfiltered = gql(addr, common::USER, &query, list_vars(20, 0, None)).await.json();
     assert_eq!(total(&unfiltered), 4);
@@ -269,7 +289,8 @@ async fn ps_queries_answer_in_selection_order_with_exact_totals() {
     assert_eq!(slots, json!({"cpu": "1000", "mem": "134217728"}));
 
     // An admin's `ps` adds the owner column after the name; -f replaces the list.
-    let admin_fields = list_query("name access_key id group_name main_kernel_id image type status status_info status_changed result");
+    let admin_fields =
+        list_query("name access_key id group_name main_kernel_id image type status status_info status_changed result");
     let reply = gql(addr, common::ADMIN, &admin_fields, list_vars(20, 0, Some(ACTIVE))).await;
     assert_keys_in_order(&reply.body, 0, &["name", "access_key", "id"]);
     assert_eq!(total(&reply.json()), 3);
@@ -476,7 +497,10 @@ const FILTER_CASES: &[(&str, &[&str])] = &[
     (r#"name in ["train-a", "nope"]"#, &["train-a"]),
     (r#"image == "host" & user_email == "user@lablup.com""#, &["eval-c", "train-b", "train-a"]),
     (r#"group_name == "default" & full_name ilike "admin%""#, &["admin-train"]),
-    (r#"type == "INTERACTIVE" & result == "UNDEFINED" & terminated_at is null"#, &["admin-train", "eval-c", "train-b", "train-a"]),
+    (
+        r#"type == "INTERACTIVE" & result == "UNDEFINED" & terminated_at is null"#,
+        &["admin-train", "eval-c", "train-b", "train-a"],
+    ),
     (r#"created_at < "2000-01-01T00:00:00Z" | scheduled_at isnot null"#, &[]),
     (r#"access_key == "AKIAIOSFODNN7EXAMPLE""#, &["admin-train"]),
     (r#"agent_ids == "nowhere""#, &[]),
@@ -554,7 +578,8 @@ async fn errors_come_in_the_graphql_envelope() {
     insert(&db, &regular_user(), "only", 10, 1, SessionStatus::Pending).await;
 
     // A syntax error: 200, data null, a message and where it is.
-    let reply = gql(addr, common::USER, "query { compute_session_list(limit: 1, offset: 0 { total_count }", json!({})).await;
+    let reply =
+        gql(addr, common::USER, "query { compute_session_list(limit: 1, offset: 0 { total_count }", json!({})).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert!(reply.header("content-type").unwrap().starts_with("application/json"));
     assert!(reply.body.starts_with(r#"{"data":null,"errors":[{"message":"#), "{}", reply.body);
@@ -603,27 +628,41 @@ async fn errors_come_in_the_graphql_envelope() {
     // Undeclared variables are ignored; `variables` may be missing or null.
     let reply = gql(addr, common::USER, "query { keypair { is_admin } }", json!({"architecture": "x86_64"})).await;
     assert_eq!(reply.body, r#"{"data":{"keypair":{"is_admin":false}}}"#);
-    for body in [json!({"query": "{ keypair { is_admin } }"}), json!({"query": "{ keypair { is_admin } }", "variables": null})] {
+    for body in
+        [json!({"query": "{ keypair { is_admin } }"}), json!({"query": "{ keypair { is_admin } }", "variables": null})]
+    {
         let reply = common::request(addr, Some(common::USER), "POST", "/admin/gql", Some(&body)).await;
         assert_eq!(reply.body, r#"{"data":{"keypair":{"is_admin":false}}}"#);
     }
 
     // A body that is not a GraphQL request is a problem document; so is an unsigned call.
-    for body in [json!("query"), json!({"variables": {}}), json!({"query": "{ keypair { is_admin } }", "variables": [1]})] {
+    for body in
+        [json!("query"), json!({"variables": {}}), json!({"query": "{ keypair { is_admin } }", "variables": [1]})]
+    {
         let reply = common::request(addr, Some(common::USER), "POST", "/admin/gql", Some(&body)).await;
         assert_eq!(reply.status, 400, "{body}: {}", reply.body);
         assert_eq!(reply.json()["type"], "https://api.backend.ai/probs/invalid-api-params");
     }
-    let reply = common::request(addr, None, "POST", "/admin/gql", Some(&json!({"query": "{ keypair { is_admin } }"}))).await;
+    let reply =
+        common::request(addr, None, "POST", "/admin/gql", Some(&json!({"query": "{ keypair { is_admin } }"}))).await;
     assert_eq!(reply.status, 401);
     assert_eq!(reply.json()["type"], "https://api.backend.ai/probs/auth-failed");
 
     // The legacy route: bare data, or 400 graphql-error with the errors as data.
     let legacy = |query: &str| json!({"query": query, "variables": {}});
-    let reply = common::request(addr, Some(common::USER), "POST", "/admin/graphql", Some(&legacy("{ keypair { is_admin user_id } }"))).await;
+    let reply = common::request(
+        addr,
+        Some(common::USER),
+        "POST",
+        "/admin/graphql",
+        Some(&legacy("{ keypair { is_admin user_id } }")),
+    )
+    .await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, r#"{"keypair":{"is_admin":false,"user_id":"user@lablup.com"}}"#);
-    let reply = common::request(addr, Some(common::USER), "POST", "/admin/graphql", Some(&legacy("{ keypair { nope } }"))).await;
+    let reply =
+        common::request(addr, Some(common::USER), "POST", "/admin/graphql", Some(&legacy("{ keypair { nope } }")))
+            .await;
     assert_eq!(reply.status, 400);
     let body = reply.json();
     assert_eq!(body["type"], "https://api.backend.ai/probs/graphql-error");
@@ -677,7 +716,10 @@ async fn filters_on_every_backend(db: DatabaseConnection) {
         (r#"agent_id in ["i-gamma", "i-alpha"]"#, &["placed"]),
         (r#"scheduled_at >= "2024-05-01T00:00:00+00:00" & scheduled_at < "2024-05-02""#, &["placed"]),
         (r#"scheduled_at isnot null"#, &["placed"]),
-        (r#"!agent_ids == "i-beta" & name ilike "%train%""#, &["placed", "admin-train", "eval-c", "train-b", "train-a"]),
+        (
+            r#"!agent_ids == "i-beta" & name ilike "%train%""#,
+            &["placed", "admin-train", "eval-c", "train-b", "train-a"],
+        ),
         (r#"(!agent_ids == "i-beta") & name ilike "%TRAIN%""#, &["admin-train", "train-b", "train-a"]),
     ] {
         let reply = run(Some(filter), None).await;

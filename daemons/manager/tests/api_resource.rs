@@ -34,7 +34,12 @@ async fn agent_free(running: &bai_manager::server::RunningManager) -> ResourceSl
 }
 
 fn preset<'a>(reply: &'a Value, name: &str) -> &'a Value {
-    reply["presets"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("{name} in {reply}"))
+    reply["presets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("{name} in {reply}"))
 }
 
 async fn check(addr: std::net::SocketAddr, query: &str) -> common::Reply {
@@ -82,7 +87,8 @@ async fn presets_and_check_presets() {
     assert_eq!(small["resource_slots"]["mem"], "1073741824");
     assert_eq!(small["shared_memory"], Value::Null);
     assert_eq!(preset(&listed, "02-medium")["shared_memory"], "1073741824");
-    let only_default = common::request(addr, Some(common::USER), "GET", "/resource/presets?scaling_group=default", None).await;
+    let only_default =
+        common::request(addr, Some(common::USER), "GET", "/resource/presets?scaling_group=default", None).await;
     assert_eq!(only_default.json()["presets"].as_array().unwrap().len(), 4, "{}", only_default.body);
 
     // POST /resource/check-presets, nothing running (the default policy is UNLIMITED).
@@ -91,8 +97,15 @@ async fn presets_and_check_presets() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     let before = reply.json();
     for key in [
-        "keypair_limits", "keypair_using", "keypair_remaining", "group_limits", "group_using", "group_remaining",
-        "scaling_group_remaining", "scaling_groups", "presets",
+        "keypair_limits",
+        "keypair_using",
+        "keypair_remaining",
+        "group_limits",
+        "group_using",
+        "group_remaining",
+        "scaling_group_remaining",
+        "scaling_groups",
+        "presets",
     ] {
         assert!(before.get(key).is_some(), "{key} missing: {before}");
     }
@@ -124,7 +137,9 @@ async fn presets_and_check_presets() {
     assert_eq!(named.json()["presets"].as_array().unwrap().len(), 4, "the other group's preset is left out");
 
     // Bad parameters.
-    for (query, msg) in [("?group=no-such-group", "Unknown user group"), ("?scaling_group=nowhere", "Unknown scaling group")] {
+    for (query, msg) in
+        [("?group=no-such-group", "Unknown user group"), ("?scaling_group=nowhere", "Unknown scaling group")]
+    {
         let bad = check(addr, query).await;
         assert_eq!(bad.status, 400, "{}", bad.body);
         let body = bad.json();

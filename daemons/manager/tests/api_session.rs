@@ -42,11 +42,25 @@ fn data_key(reply: &common::Reply) -> String {
 }
 
 /// Signed headers for a request without a body or content type (WebSocket, SSE).
-fn signed_headers(addr: SocketAddr, key: (&str, &str), method: &str, path: &str, content_type: &str) -> Vec<(String, String)> {
+fn signed_headers(
+    addr: SocketAddr,
+    key: (&str, &str),
+    method: &str,
+    path: &str,
+    content_type: &str,
+) -> Vec<(String, String)> {
     let host = addr.to_string();
     let date = signing::format_request_date(chrono::Utc::now());
-    let to_sign = RequestToSign { method, path_and_query: path, date: &date, host: &host, content_type, api_version: API_VERSION };
-    let authorization = signing::authorization_header(&AccessKey::new(key.0).unwrap(), &signing::sign(key.1, &to_sign).unwrap());
+    let to_sign = RequestToSign {
+        method,
+        path_and_query: path,
+        date: &date,
+        host: &host,
+        content_type,
+        api_version: API_VERSION,
+    };
+    let authorization =
+        signing::authorization_header(&AccessKey::new(key.0).unwrap(), &signing::sign(key.1, &to_sign).unwrap());
     vec![
         ("Date".into(), date),
         ("X-BackendAI-Version".into(), API_VERSION.into()),
@@ -64,7 +78,8 @@ async fn raw_request(
     body: &[u8],
 ) -> (u16, String, Vec<u8>) {
     let sign_type = content_type.unwrap_or(signing::DEFAULT_CONTENT_TYPE);
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
     if let Some(ct) = content_type {
         head.push_str(&format!("Content-Type: {ct}\r\n"));
     }
@@ -76,7 +91,10 @@ async fn raw_request(
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(body).await.unwrap();
     let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut raw)).await.expect("response in time").unwrap();
+    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut raw))
+        .await
+        .expect("response in time")
+        .unwrap();
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a header block");
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut body = raw[split + 4..].to_vec();
@@ -165,9 +183,25 @@ async fn create_execute_files_logs_and_destroy() {
         assert!(info["requestedSlots"].as_str().unwrap().contains("'cpu': '1'"), "{info}");
         assert!(info["environ"].as_str().unwrap().contains("'FOO': 'bar'"), "{info}");
         assert!(info["age"].as_i64().unwrap() >= 0);
-        for key in ["groupId", "lang", "architecture", "registry", "tag", "containerId", "occupiedSlots", "occupyingSlots",
-            "occupiedShares", "resourceOpts", "statusInfo", "statusData", "creationTime", "terminationTime",
-            "numQueriesExecuted", "lastStat", "idleChecks"] {
+        for key in [
+            "groupId",
+            "lang",
+            "architecture",
+            "registry",
+            "tag",
+            "containerId",
+            "occupiedSlots",
+            "occupyingSlots",
+            "occupiedShares",
+            "resourceOpts",
+            "statusInfo",
+            "statusData",
+            "creationTime",
+            "terminationTime",
+            "numQueriesExecuted",
+            "lastStat",
+            "idleChecks",
+        ] {
             assert!(info.get(key).is_some(), "info lacks {key}: {info}");
         }
     }
@@ -178,7 +212,14 @@ async fn create_execute_files_logs_and_destroy() {
     assert_eq!(last["exitCode"], 0, "{last}");
     let (stdout, _) = run_code(addr, common::USER, "sess-main", "x = input('name? ')\nprint('hi', x)", &["bai"]).await;
     assert!(stdout.contains("hi bai"), "{stdout:?}");
-    let bad = common::request(addr, Some(common::USER), "POST", &format!("/session/{id}"), Some(&json!({"mode": "continue", "code": "", "runId": null}))).await;
+    let bad = common::request(
+        addr,
+        Some(common::USER),
+        "POST",
+        &format!("/session/{id}"),
+        Some(&json!({"mode": "continue", "code": "", "runId": null})),
+    )
+    .await;
     assert_eq!(bad.status, 400, "{bad:?}");
     assert_eq!(data_key(&bad), "runId");
 
@@ -193,9 +234,11 @@ async fn create_execute_files_logs_and_destroy() {
     }
     form.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     let ct = format!("multipart/form-data; boundary={boundary}");
-    let (status, head, body) = raw_request(addr, common::USER, "POST", "/session/sess-main/upload", Some(&ct), &form).await;
+    let (status, head, body) =
+        raw_request(addr, common::USER, "POST", "/session/sess-main/upload", Some(&ct), &form).await;
     assert_eq!(status, 204, "{head} {}", String::from_utf8_lossy(&body));
-    let listing = common::request(addr, Some(common::USER), "GET", "/session/sess-main/files", Some(&json!({"path": "."}))).await;
+    let listing =
+        common::request(addr, Some(common::USER), "GET", "/session/sess-main/files", Some(&json!({"path": "."}))).await;
     assert_eq!(listing.status, 200, "{listing:?}");
     let listing = listing.json();
     assert_eq!(listing["errors"], "");
@@ -203,7 +246,11 @@ async fn create_execute_files_logs_and_destroy() {
     let hello = files.as_array().unwrap().iter().find(|f| f["filename"] == "hello.txt").expect("hello.txt listed");
     assert_eq!(hello["size"], 11);
     assert_eq!(hello["mode"].as_str().unwrap().len(), 10);
-    assert!(files.as_array().unwrap().iter().any(|f| f["filename"] == "sub" && f["mode"].as_str().unwrap().starts_with('d')));
+    assert!(files
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["filename"] == "sub" && f["mode"].as_str().unwrap().starts_with('d')));
     let (stdout, _) = run_code(addr, common::USER, &id, "print(open('sub/nested.txt').read())", &[]).await;
     assert!(stdout.contains("nested"), "{stdout:?}");
     let (status, head, body) = raw_request(
@@ -232,7 +279,14 @@ async fn create_execute_files_logs_and_destroy() {
     // Another user cannot see it; the superadmin can (by id, or with owner_access_key).
     let other = common::request(addr, Some(common::ADMIN), "GET", "/session/sess-main", None).await;
     assert_eq!(other.status, 200, "the superadmin sees every session: {other:?}");
-    let delegated = common::request(addr, Some(common::ADMIN), "GET", &format!("/session/sess-main?owner_access_key={}", common::USER.0), None).await;
+    let delegated = common::request(
+        addr,
+        Some(common::ADMIN),
+        "GET",
+        &format!("/session/sess-main?owner_access_key={}", common::USER.0),
+        None,
+    )
+    .await;
     assert_eq!(delegated.status, 200, "{delegated:?}");
     let admins = create(addr, common::ADMIN, create_body("sess-admin", json!({"enqueueOnly": true}))).await;
     assert_eq!(admins.status, 201, "{admins:?}");
@@ -243,10 +297,24 @@ async fn create_execute_files_logs_and_destroy() {
         assert_eq!(hidden.json()["title"], "No such session.");
         let hidden = common::request(addr, Some(common::USER), "DELETE", &format!("/session/{reference}"), None).await;
         assert_eq!(hidden.status, 404, "{hidden:?}");
-        let exec = common::request(addr, Some(common::USER), "POST", &format!("/session/{reference}"), Some(&json!({"mode": "query", "code": "1", "runId": null}))).await;
+        let exec = common::request(
+            addr,
+            Some(common::USER),
+            "POST",
+            &format!("/session/{reference}"),
+            Some(&json!({"mode": "query", "code": "1", "runId": null})),
+        )
+        .await;
         assert_eq!(exec.status, 404, "{exec:?}");
     }
-    let forbidden = common::request(addr, Some(common::USER), "GET", &format!("/session/sess-admin?owner_access_key={}", common::ADMIN.0), None).await;
+    let forbidden = common::request(
+        addr,
+        Some(common::USER),
+        "GET",
+        &format!("/session/sess-admin?owner_access_key={}", common::ADMIN.0),
+        None,
+    )
+    .await;
     assert_eq!(forbidden.status, 403, "{forbidden:?}");
 
     // Destroy: 200 with stats, the session TERMINATED and gone from lookups.
@@ -259,7 +327,14 @@ async fn create_execute_files_logs_and_destroy() {
     assert_eq!(after.status, 404, "{after:?}");
     let logs = common::request(addr, Some(common::USER), "GET", "/session/sess-main/logs", None).await;
     assert_eq!(logs.status, 200, "logs of a dead session: {logs:?}");
-    let exec = common::request(addr, Some(common::USER), "POST", &format!("/session/{id}"), Some(&json!({"mode": "query", "code": "1", "runId": null}))).await;
+    let exec = common::request(
+        addr,
+        Some(common::USER),
+        "POST",
+        &format!("/session/{id}"),
+        Some(&json!({"mode": "query", "code": "1", "runId": null})),
+    )
+    .await;
     assert_eq!(exec.status, 404, "{exec:?}");
     let gone = common::request(addr, Some(common::ADMIN), "DELETE", "/session/sess-admin?forced=true", None).await;
     assert_eq!(gone.status, 200, "{gone:?}");
@@ -277,8 +352,15 @@ async fn enqueue_only_and_session_events() {
     let sse = tokio::spawn(raw_request(addr, common::USER, "GET", path, None, b""));
     tokio::time::sleep(Duration::from_millis(500)).await;
     // A stream of another user's events is refused for regular users.
-    let (status, _, _) =
-        raw_request(addr, common::USER, "GET", &format!("/events/session?ownerAccessKey={}", common::ADMIN.0), None, b"").await;
+    let (status, _, _) = raw_request(
+        addr,
+        common::USER,
+        "GET",
+        &format!("/events/session?ownerAccessKey={}", common::ADMIN.0),
+        None,
+        b"",
+    )
+    .await;
     assert_eq!(status, 403);
 
     let reply = create(addr, common::USER, create_body("sess-events", json!({"enqueueOnly": true}))).await;
@@ -299,7 +381,8 @@ async fn enqueue_only_and_session_events() {
     let gone = common::request(addr, Some(common::USER), "DELETE", &format!("/session/{id}"), None).await;
     assert_eq!(gone.status, 200, "{gone:?}");
 
-    let (status, head, body) = tokio::time::timeout(Duration::from_secs(60), sse).await.expect("the stream ends").unwrap();
+    let (status, head, body) =
+        tokio::time::timeout(Duration::from_secs(60), sse).await.expect("the stream ends").unwrap();
     assert_eq!(status, 200, "{head}");
     assert!(head.to_ascii_lowercase().contains("content-type: text/event-stream"), "{head}");
     let text = String::from_utf8(body).unwrap();
@@ -328,8 +411,16 @@ async fn enqueue_only_and_session_events() {
             names.push(name.clone());
         }
     }
-    for expected in ["session_enqueued", "session_scheduled", "kernel_started", "session_started", "session_terminating",
-        "kernel_terminated", "session_terminated", "server_close"] {
+    for expected in [
+        "session_enqueued",
+        "session_scheduled",
+        "kernel_started",
+        "session_started",
+        "session_terminating",
+        "kernel_terminated",
+        "session_terminated",
+        "server_close",
+    ] {
         assert!(names.iter().any(|n| n == expected), "no {expected} in {names:?}");
     }
     assert_eq!(names.last().map(String::as_str), Some("server_close"), "{names:?}");
@@ -373,7 +464,10 @@ async fn websocket_execution() {
     let connect = |path: String| async move {
         let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
         for (k, v) in signed_headers(addr, common::USER, "GET", &path, signing::DEFAULT_CONTENT_TYPE) {
-            request.headers_mut().insert(tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            request.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         tokio_tungstenite::connect_async(request).await.map(|(ws, _)| ws)
     };
@@ -447,7 +541,10 @@ async fn websocket_execution() {
     assert!(unsigned.is_err());
     let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
     for (k, v) in signed_headers(addr, common::ADMIN, "GET", &path, signing::DEFAULT_CONTENT_TYPE) {
-        request.headers_mut().insert(tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        request.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
     }
     assert!(tokio_tungstenite::connect_async(request).await.is_ok(), "the superadmin may run code in any session");
     running.shutdown().await;
@@ -459,7 +556,10 @@ async fn invalid_requests_are_refused_without_a_trace() {
     let running = common::all_in_one(dir.path()).await;
     let addr = running.api_addr;
     let cases: Vec<(Value, &str)> = vec![
-        (create_body("sess-bad", json!({"config": {"resources": {"cpu": "1", "mem": "lots"}}})), "config.resources.mem"),
+        (
+            create_body("sess-bad", json!({"config": {"resources": {"cpu": "1", "mem": "lots"}}})),
+            "config.resources.mem",
+        ),
         (create_body("sess-bad", json!({"config": {"resources": {"cpu": "-1"}}})), "config.resources.cpu"),
         (create_body("sess-bad", json!({"config": {"resources": {"cpu": "1", "gpu": "1"}}})), "config.resources.gpu"),
         (create_body("sess-bad", json!({"config": {"resources": {"shmem": "64m"}}})), "config.resources.shmem"),
@@ -480,7 +580,13 @@ async fn invalid_requests_are_refused_without_a_trace() {
         (create_body("sess-bad", json!({"config": {"scalingGroup": "nowhere"}})), "config.scalingGroup"),
         (create_body("sess-bad", json!({"config": {"environ": {"1BAD": "x"}}})), "config.environ.1BAD"),
         (create_body("sess-bad", json!({"config": {"preopen_ports": ["80"]}})), "config.preopen_ports[0]"),
-        (create_body("sess-bad", json!({"config": {"resources": {"cpu": "1", "mem": "256m"}, "resource_opts": {"shmem": "1g"}}})), "config.resource_opts.shmem"),
+        (
+            create_body(
+                "sess-bad",
+                json!({"config": {"resources": {"cpu": "1", "mem": "256m"}, "resource_opts": {"shmem": "1g"}}}),
+            ),
+            "config.resource_opts.shmem",
+        ),
     ];
     for (body, field) in &cases {
         let reply = create(addr, common::USER, body.clone()).await;
@@ -500,11 +606,13 @@ async fn invalid_requests_are_refused_without_a_trace() {
     let first = create(addr, common::USER, create_body("sess-dup", json!({"enqueueOnly": true}))).await;
     assert_eq!(first.status, 201, "{first:?}");
     let id = first.json()["sessionId"].as_str().unwrap().to_string();
-    let again = create(addr, common::USER, create_body("sess-dup", json!({"enqueueOnly": true, "reuseIfExists": false}))).await;
+    let again =
+        create(addr, common::USER, create_body("sess-dup", json!({"enqueueOnly": true, "reuseIfExists": false}))).await;
     assert_eq!(again.status, 400, "{again:?}");
     assert_eq!(again.json()["type"], "https://api.backend.ai/probs/session-already-exists");
     assert_eq!(again.json()["data"]["existingSessionId"], id.as_str());
-    let other_image = create(addr, common::USER, create_body("sess-dup", json!({"enqueueOnly": true, "image": "python:3.11"}))).await;
+    let other_image =
+        create(addr, common::USER, create_body("sess-dup", json!({"enqueueOnly": true, "image": "python:3.11"}))).await;
     assert_eq!(other_image.status, 400, "{other_image:?}");
     assert_eq!(other_image.json()["data"]["existingSessionId"], id.as_str());
     let reused = create(addr, common::USER, create_body("sess-dup", json!({}))).await;
@@ -522,16 +630,24 @@ async fn invalid_requests_are_refused_without_a_trace() {
     let mine = common::request(addr, Some(common::USER), "GET", "/session/sess-dup", None).await;
     assert_eq!(mine.status, 200, "{mine:?}");
     // Not-forced destroy of a session still being created may be refused; forced always works.
-    for (key, reference) in [(common::USER, id.clone()), (common::ADMIN, admins.json()["sessionId"].as_str().unwrap().to_string())] {
+    for (key, reference) in
+        [(common::USER, id.clone()), (common::ADMIN, admins.json()["sessionId"].as_str().unwrap().to_string())]
+    {
         let gone = common::request(addr, Some(key), "DELETE", &format!("/session/{reference}?forced=true"), None).await;
         assert_eq!(gone.status, 200, "{gone:?}");
     }
     // The name is free again once the session is gone.
-    let fresh = create(addr, common::USER, create_body("sess-dup", json!({"enqueueOnly": true, "reuseIfExists": false}))).await;
+    let fresh =
+        create(addr, common::USER, create_body("sess-dup", json!({"enqueueOnly": true, "reuseIfExists": false}))).await;
     assert_eq!(fresh.status, 201, "{fresh:?}");
     assert_ne!(fresh.json()["sessionId"], id.as_str());
     // A time-limited wait that cannot be met answers TIMEOUT and leaves the session queued.
-    let huge = create(addr, common::USER, create_body("sess-huge", json!({"maxWaitSeconds": 1, "config": {"resources": {"cpu": "4096", "mem": "1g"}}}))).await;
+    let huge = create(
+        addr,
+        common::USER,
+        create_body("sess-huge", json!({"maxWaitSeconds": 1, "config": {"resources": {"cpu": "4096", "mem": "1g"}}})),
+    )
+    .await;
     assert_eq!(huge.status, 201, "{huge:?}");
     assert_eq!(huge.json()["status"], "TIMEOUT", "{huge:?}");
     let pending = common::request(addr, Some(common::USER), "DELETE", "/session/sess-huge", None).await;

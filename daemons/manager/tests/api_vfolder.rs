@@ -44,7 +44,8 @@ async fn raw(
     mut fill: impl FnMut(u64, &mut [u8]),
 ) -> Reply {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {len}\r\nConnection: close\r\n");
+    let mut head =
+        format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {len}\r\nConnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -79,7 +80,13 @@ fn parse_reply(raw: &[u8]) -> Reply {
 }
 
 /// Uploads `data` through the TUS side channel in `chunk`-byte PATCHes; the last reply.
-async fn tus_upload(addr: SocketAddr, target: &str, len: u64, chunk: u64, fill: impl Fn(u64, &mut [u8]) + Copy) -> Reply {
+async fn tus_upload(
+    addr: SocketAddr,
+    target: &str,
+    len: u64,
+    chunk: u64,
+    fill: impl Fn(u64, &mut [u8]) + Copy,
+) -> Reply {
     let mut offset = 0;
     loop {
         let n = chunk.min(len - offset);
@@ -168,11 +175,32 @@ async fn folder_lifecycle() {
     assert_eq!(v["permission"], "rw");
     assert_eq!(v["type"], "user");
 
-    let mk = call(addr, USER, "POST", "/folders/mydata/mkdir", Some(json!({"path": "a/b", "parents": true, "exist_ok": false}))).await;
+    let mk = call(
+        addr,
+        USER,
+        "POST",
+        "/folders/mydata/mkdir",
+        Some(json!({"path": "a/b", "parents": true, "exist_ok": false})),
+    )
+    .await;
     assert_eq!(mk.status, 201, "{}", mk.body);
-    let again = call(addr, USER, "POST", "/folders/mydata/mkdir", Some(json!({"path": "a/b", "parents": false, "exist_ok": false}))).await;
+    let again = call(
+        addr,
+        USER,
+        "POST",
+        "/folders/mydata/mkdir",
+        Some(json!({"path": "a/b", "parents": false, "exist_ok": false})),
+    )
+    .await;
     assert_eq!(again.status, 400, "{}", again.body);
-    let ok = call(addr, USER, "POST", "/folders/mydata/mkdir", Some(json!({"path": "a/b", "parents": false, "exist_ok": true}))).await;
+    let ok = call(
+        addr,
+        USER,
+        "POST",
+        "/folders/mydata/mkdir",
+        Some(json!({"path": "a/b", "parents": false, "exist_ok": true})),
+    )
+    .await;
     assert_eq!(ok.status, 201, "{}", ok.body);
     std::fs::write(folder_root(dir.path(), &id).join("a/f.txt"), b"hello").unwrap();
 
@@ -187,12 +215,23 @@ async fn folder_lifecycle() {
     let root_ls = call(addr, USER, "GET", "/folders/mydata/files", Some(json!({"path": "."}))).await;
     assert_eq!(root_ls.status, 200, "{}", root_ls.body);
 
-    let rm = call(addr, USER, "DELETE", "/folders/mydata/delete-files", Some(json!({"files": ["a/f.txt"], "recursive": false}))).await;
+    let rm = call(
+        addr,
+        USER,
+        "DELETE",
+        "/folders/mydata/delete-files",
+        Some(json!({"files": ["a/f.txt"], "recursive": false})),
+    )
+    .await;
     assert!(rm.status / 100 == 2, "{}", rm.body);
     assert!(!folder_root(dir.path(), &id).join("a/f.txt").exists());
-    let rm_dir = call(addr, USER, "DELETE", "/folders/mydata/delete-files", Some(json!({"files": ["a"], "recursive": false}))).await;
+    let rm_dir =
+        call(addr, USER, "DELETE", "/folders/mydata/delete-files", Some(json!({"files": ["a"], "recursive": false})))
+            .await;
     assert_eq!(rm_dir.status, 400, "{}", rm_dir.body);
-    let rm_dir = call(addr, USER, "DELETE", "/folders/mydata/delete-files", Some(json!({"files": ["a"], "recursive": true}))).await;
+    let rm_dir =
+        call(addr, USER, "DELETE", "/folders/mydata/delete-files", Some(json!({"files": ["a"], "recursive": true})))
+            .await;
     assert!(rm_dir.status / 100 == 2, "{}", rm_dir.body);
 
     let ren = call(addr, USER, "POST", "/folders/mydata/rename", Some(json!({"new_name": "renamed"}))).await;
@@ -216,7 +255,14 @@ async fn upload_and_download_through_the_side_channel() {
     let id = create_folder(addr, USER, "files", "0").await["id"].as_str().unwrap().to_string();
 
     let len = 3 * 1024 * 1024 + 17;
-    let req = call(addr, USER, "POST", "/folders/files/request-upload", Some(json!({"path": "dir/sub/data.bin", "size": len}))).await;
+    let req = call(
+        addr,
+        USER,
+        "POST",
+        "/folders/files/request-upload",
+        Some(json!({"path": "dir/sub/data.bin", "size": len})),
+    )
+    .await;
     assert_eq!(req.status, 200, "{}", req.body);
     let url = req.json()["url"].as_str().unwrap().to_string();
     assert_eq!(url, format!("http://{addr}/storage/upload"));
@@ -236,7 +282,8 @@ async fn upload_and_download_through_the_side_channel() {
     pattern(0, &mut expected);
     assert!(on_disk == expected, "the stored file differs");
 
-    let req = call(addr, USER, "POST", "/folders/files/request-download", Some(json!({"path": "dir/sub/data.bin"}))).await;
+    let req =
+        call(addr, USER, "POST", "/folders/files/request-download", Some(json!({"path": "dir/sub/data.bin"}))).await;
     assert_eq!(req.status, 200, "{}", req.body);
     let target = side_channel(&req);
     let (reply, body) = download(addr, &target, None).await;
@@ -250,7 +297,8 @@ async fn upload_and_download_through_the_side_channel() {
     assert!(body == expected[1000..], "the ranged bytes differ");
 
     // An empty file needs no PATCH at all.
-    let req = call(addr, USER, "POST", "/folders/files/request-upload", Some(json!({"path": "empty.txt", "size": 0}))).await;
+    let req =
+        call(addr, USER, "POST", "/folders/files/request-upload", Some(json!({"path": "empty.txt", "size": 0}))).await;
     assert_eq!(req.status, 200, "{}", req.body);
     assert_eq!(std::fs::metadata(folder_root(dir.path(), &id).join("empty.txt")).unwrap().len(), 0);
     let info = call(addr, USER, "GET", "/folders/files", None).await;
@@ -280,7 +328,8 @@ async fn a_200_mib_transfer_keeps_memory_bounded() {
     let before = rss_kib("VmRSS:");
 
     let len: u64 = 200 * 1024 * 1024;
-    let req = call(addr, USER, "POST", "/folders/big/request-upload", Some(json!({"path": "big.bin", "size": len}))).await;
+    let req =
+        call(addr, USER, "POST", "/folders/big/request-upload", Some(json!({"path": "big.bin", "size": len}))).await;
     assert_eq!(req.status, 200, "{}", req.body);
     let done = tus_upload(addr, &side_channel(&req), len, 16 * 1024 * 1024, pattern).await;
     assert_eq!(done.status, 204, "{}", done.body);
@@ -372,9 +421,11 @@ async fn paths_cannot_leave_the_folder() {
     std::fs::write(&outside, b"keep me").unwrap();
     std::os::unix::fs::symlink(&outside, root.join("link-empty")).unwrap();
     std::os::unix::fs::symlink(&outside, root.join("link-data")).unwrap();
-    let r = call(addr, USER, "POST", "/folders/safe/request-upload", Some(json!({"path": "link-empty", "size": 0}))).await;
+    let r =
+        call(addr, USER, "POST", "/folders/safe/request-upload", Some(json!({"path": "link-empty", "size": 0}))).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = call(addr, USER, "POST", "/folders/safe/request-upload", Some(json!({"path": "link-data", "size": 3}))).await;
+    let r =
+        call(addr, USER, "POST", "/folders/safe/request-upload", Some(json!({"path": "link-data", "size": 3}))).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(tus_upload(addr, &side_channel(&r), 3, 1 << 20, pattern).await.status, 204);
     assert_eq!(std::fs::read(&outside).unwrap(), b"keep me");
@@ -400,7 +451,8 @@ async fn quotas_are_enforced_without_leftovers() {
     let id = create_folder(addr, USER, "small", "1k").await["id"].as_str().unwrap().to_string();
     let root = folder_root(dir.path(), &id);
 
-    let too_big = call(addr, USER, "POST", "/folders/small/request-upload", Some(json!({"path": "big", "size": 2000}))).await;
+    let too_big =
+        call(addr, USER, "POST", "/folders/small/request-upload", Some(json!({"path": "big", "size": 2000}))).await;
     assert_eq!(too_big.status, 412, "{}", too_big.body);
     assert!(too_big.json()["type"].as_str().unwrap().ends_with("/quota-exceeded"));
     assert!(msg(&too_big).contains("quota of 1024 bytes"), "{}", too_big.body);
@@ -408,8 +460,10 @@ async fn quotas_are_enforced_without_leftovers() {
 
     // Two uploads that fit one at a time but not together: the second fails on its data and
     // leaves nothing behind.
-    let first = call(addr, USER, "POST", "/folders/small/request-upload", Some(json!({"path": "one", "size": 800}))).await;
-    let second = call(addr, USER, "POST", "/folders/small/request-upload", Some(json!({"path": "two", "size": 800}))).await;
+    let first =
+        call(addr, USER, "POST", "/folders/small/request-upload", Some(json!({"path": "one", "size": 800}))).await;
+    let second =
+        call(addr, USER, "POST", "/folders/small/request-upload", Some(json!({"path": "two", "size": 800}))).await;
     assert_eq!((first.status, second.status), (200, 200), "{} {}", first.body, second.body);
     assert_eq!(tus_upload(addr, &side_channel(&first), 800, 1 << 20, pattern).await.status, 204);
     let failed = tus_upload(addr, &side_channel(&second), 800, 1 << 20, pattern).await;
@@ -421,7 +475,8 @@ async fn quotas_are_enforced_without_leftovers() {
     assert_eq!(leftovers, 0, "a partial upload was left behind");
 
     // More bytes than announced are refused too.
-    let req = call(addr, USER, "POST", "/folders/small/request-upload", Some(json!({"path": "three", "size": 10}))).await;
+    let req =
+        call(addr, USER, "POST", "/folders/small/request-upload", Some(json!({"path": "three", "size": 10}))).await;
     let over = raw(addr, "PATCH", &side_channel(&req), &[("Upload-Offset", "0".into())], 20, pattern).await;
     assert_eq!(over.status, 400, "{}", over.body);
     assert!(!root.join("three").exists());
@@ -474,7 +529,14 @@ async fn side_channel_tokens_are_checked() {
     assert_eq!(none.status, 401);
     let token = req.json()["token"].as_str().unwrap().to_string();
     let (payload, _) = token.split_once('.').unwrap();
-    let other = Grant { op: Operation::Download, folder: id.parse().unwrap(), path: "../../manager.db".into(), size: None, upload: None, exp: i64::MAX };
+    let other = Grant {
+        op: Operation::Download,
+        folder: id.parse().unwrap(),
+        path: "../../manager.db".into(),
+        size: None,
+        upload: None,
+        exp: i64::MAX,
+    };
     let forged_payload = hex::encode(serde_json::to_vec(&other).unwrap());
     let tampered = token.replacen(payload, &forged_payload, 1);
     let (r, _) = download(addr, &format!("/storage/download?token={tampered}"), None).await;
@@ -482,15 +544,26 @@ async fn side_channel_tokens_are_checked() {
     let stranger = Storage::new(&StorageSection { token_secret: Some("another".into()), ..StorageSection::default() });
     let (r, _) = download(addr, &format!("/storage/download?token={}", stranger.issue(&other)), None).await;
     assert_eq!(r.status, 401, "{}", r.body);
-    let ours = Storage::new(&StorageSection { token_secret: Some(common::STORAGE_SECRET.into()), ..StorageSection::default() });
-    let expired = Grant { op: Operation::Download, folder: id.parse().unwrap(), path: "secret.txt".into(), size: None, upload: None, exp: 1 };
+    let ours = Storage::new(&StorageSection {
+        token_secret: Some(common::STORAGE_SECRET.into()),
+        ..StorageSection::default()
+    });
+    let expired = Grant {
+        op: Operation::Download,
+        folder: id.parse().unwrap(),
+        path: "secret.txt".into(),
+        size: None,
+        upload: None,
+        exp: 1,
+    };
     let (r, body) = download(addr, &format!("/storage/download?token={}", ours.issue(&expired)), None).await;
     let body = String::from_utf8_lossy(&body);
     assert_eq!(r.status, 401, "{body}");
     assert!(body.contains("expired"), "{body}");
 
     // A download token does not allow uploads.
-    let r = raw(addr, "PATCH", &format!("/storage/upload?token={token}"), &[("Upload-Offset", "0".into())], 3, pattern).await;
+    let r = raw(addr, "PATCH", &format!("/storage/upload?token={token}"), &[("Upload-Offset", "0".into())], 3, pattern)
+        .await;
     assert_eq!(r.status, 403, "{}", r.body);
     // A token outlives nothing: once the folder is gone it is useless.
     assert_eq!(call(addr, USER, "DELETE", "/folders/tok", None).await.status, 204);

@@ -112,7 +112,8 @@ async fn session_flow(db: DatabaseConnection) {
     let manager = Manager::new("test-manager", db.clone(), bus.clone(), clients, Duration::from_secs(40));
     let loops = manager.spawn(Duration::from_millis(200));
     let agent_name = format!("i-core-{}", common::backends::unique("").replace('_', "-"));
-    let agent = bai_agent::daemon::start(agent_config(dir.path(), &agent_name), Some(bus.clone())).await.expect("agent");
+    let agent =
+        bai_agent::daemon::start(agent_config(dir.path(), &agent_name), Some(bus.clone())).await.expect("agent");
 
     let agent_id = AgentId::new(&agent_name).unwrap();
     let registered = wait_for("the agent to register", || async {
@@ -144,7 +145,10 @@ async fn session_flow(db: DatabaseConnection) {
     let big = SessionId::from_uuid(big.id);
     manager.schedule_soon();
     let waiting = wait_for("the scheduler's explanation", || async {
-        repo::get_session(&db, big).await.unwrap().filter(|s| s.status_data.as_ref().and_then(|d| d.pointer("/scheduler/msg")).is_some())
+        repo::get_session(&db, big)
+            .await
+            .unwrap()
+            .filter(|s| s.status_data.as_ref().and_then(|d| d.pointer("/scheduler/msg")).is_some())
     })
     .await;
     assert_eq!(waiting.status.0, SessionStatus::Pending);
@@ -197,7 +201,10 @@ async fn silent_agents_become_lost_and_return_with_a_heartbeat() {
     bad["resource_slots"]["cpu"] = json!(["count", "lots"]);
     let err = registry.heartbeat(&db, "i-lost", &bad, t0).await.unwrap_err().to_string();
     assert!(err.contains("resource_slots.cpu"), "{err}");
-    assert_eq!(repo::get_agent(&db, &id).await.unwrap().unwrap().available_slots.0.get("cpu"), rust_decimal::Decimal::from(4));
+    assert_eq!(
+        repo::get_agent(&db, &id).await.unwrap().unwrap().available_slots.0.get("cpu"),
+        rust_decimal::Decimal::from(4)
+    );
 }
 
 #[tokio::test]
@@ -226,7 +233,8 @@ async fn scaling_group_settings_drive_the_pass_and_old_sessions_time_out() {
     let (fresh, k) = new_session("fresh-one", "1");
     let (fresh, _) = repo::insert_session_with_kernels(&db, fresh, k).await.unwrap();
     // No agents: nothing is placed, the old session is cancelled, the fresh one waits.
-    let report = bai_manager::scheduler::schedule_pass(&db, &bai_scheduler::Config::default(), Utc::now()).await.unwrap();
+    let report =
+        bai_manager::scheduler::schedule_pass(&db, &bai_scheduler::Config::default(), Utc::now()).await.unwrap();
     assert_eq!(report.cancelled, vec![SessionId::from_uuid(old.id)]);
     assert!(report.scheduled.is_empty());
     let old = repo::get_session(&db, SessionId::from_uuid(old.id)).await.unwrap().unwrap();

@@ -2,7 +2,6 @@
 //! fresh SQLite file and on a fresh PostgreSQL database (`BAI_TEST_PG_URL`; skipped when
 //! unset unless `BAI_REQUIRE_SERVICES=1`).
 
-
 use bai_core::{AgentId, AgentStatus, KernelId, KernelStatus, ResourceSlot, SessionId, SessionStatus};
 use bai_manager::db::entities::{kernel, session, user};
 use bai_manager::db::repo::{self, AgentHeartbeatRow, SessionFilter, UpsertOutcome};
@@ -36,9 +35,7 @@ fn slots(pairs: &[(&str, i64)]) -> ResourceSlot {
 
 async fn load_example(db: &DatabaseConnection) {
     let fixture: serde_json::Value = serde_json::from_str(EXAMPLE_FIXTURE).expect("the example fixture is JSON");
-    repo::populate_fixture(db, &fixture)
-        .await
-        .expect("loading the example fixture");
+    repo::populate_fixture(db, &fixture).await.expect("loading the example fixture");
 }
 
 async fn count<E: EntityTrait>(db: &DatabaseConnection, _entity: E) -> u64
@@ -65,9 +62,7 @@ async fn table_columns(db: &DatabaseConnection, table: &str) -> Vec<String> {
         ),
     };
     let rows = db.query_all(stmt).await.expect("listing columns");
-    rows.iter()
-        .map(|r| r.try_get::<String>("", "column_name").expect("column_name"))
-        .collect()
+    rows.iter().map(|r| r.try_get::<String>("", "column_name").expect("column_name")).collect()
 }
 
 /// The columns an entity declares, sorted.
@@ -85,18 +80,11 @@ async fn migrate_is_idempotent_and_matches_the_entities(db: DatabaseConnection) 
     db::migrate(&db).await.expect("a second migration is a no-op");
     db::migrate(&db).await.expect("a third migration is a no-op");
     let applied = db
-        .query_one(Statement::from_string(
-            db.get_database_backend(),
-            "SELECT COUNT(*) AS n FROM seaql_migrations",
-        ))
+        .query_one(Statement::from_string(db.get_database_backend(), "SELECT COUNT(*) AS n FROM seaql_migrations"))
         .await
         .expect("reading seaql_migrations")
         .expect("one row");
-    assert_eq!(
-        applied.try_get::<i64>("", "n").expect("n"),
-        1,
-        "the initial migration is recorded once"
-    );
+    assert_eq!(applied.try_get::<i64>("", "n").expect("n"), 1, "the initial migration is recorded once");
 
     use bai_manager::db::entities::*;
     macro_rules! check {
@@ -134,41 +122,25 @@ async fn migrate_is_idempotent_and_matches_the_entities(db: DatabaseConnection) 
 db_test!(the_example_fixture_loads);
 async fn the_example_fixture_loads(db: DatabaseConnection) {
     let fixture: serde_json::Value = serde_json::from_str(EXAMPLE_FIXTURE).unwrap();
-    let counts = repo::populate_fixture(&db, &fixture)
-        .await
-        .expect("loading the example fixture");
+    let counts = repo::populate_fixture(&db, &fixture).await.expect("loading the example fixture");
     let get = |table: &str| counts.iter().find(|(t, _)| *t == table).map(|(_, n)| *n);
     assert_eq!(get("users"), Some(2));
     assert_eq!(get("keypairs"), Some(2));
     assert_eq!(get("resource_presets"), Some(3));
-    assert_eq!(
-        counts.first().map(|(t, _)| *t),
-        Some("keypair_resource_policies"),
-        "policies load first"
-    );
+    assert_eq!(counts.first().map(|(t, _)| *t), Some("keypair_resource_policies"), "policies load first");
 
-    let (keypair, admin) = repo::find_keypair_with_user(&db, ADMIN_AK)
-        .await
-        .unwrap()
-        .expect("the admin keypair");
+    let (keypair, admin) = repo::find_keypair_with_user(&db, ADMIN_AK).await.unwrap().expect("the admin keypair");
     assert_eq!(keypair.secret_key, "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
     assert!(keypair.is_admin && keypair.is_active);
     assert_eq!(keypair.user_id, "admin@lablup.com");
     assert_eq!(admin.uuid, uuid(ADMIN_UUID));
     assert_eq!(admin.role, Wire(UserRole::Superadmin));
-    assert_eq!(
-        admin.main_access_key.as_deref(),
-        Some(ADMIN_AK),
-        "the fixture gives users their main keypair"
-    );
+    assert_eq!(admin.main_access_key.as_deref(), Some(ADMIN_AK), "the fixture gives users their main keypair");
     let hash = admin.password.as_deref().expect("a password hash");
     assert_ne!(hash, "wJalrXUt", "passwords are stored hashed");
     assert!(repo::verify_password(hash, "wJalrXUt"));
 
-    let (_, regular) = repo::find_keypair_with_user(&db, USER_AK)
-        .await
-        .unwrap()
-        .expect("the user keypair");
+    let (_, regular) = repo::find_keypair_with_user(&db, USER_AK).await.unwrap().expect("the user keypair");
     assert_eq!(regular.role, Wire(UserRole::User));
     let groups = repo::groups_of_user(&db, regular.uuid).await.unwrap();
     assert_eq!(groups.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(), ["default"]);
@@ -179,19 +151,11 @@ async fn the_example_fixture_loads(db: DatabaseConnection) {
     assert_eq!(presets[1].shared_memory, Some(1 << 30));
     assert_eq!(presets[1].resource_slots.0, slots(&[("cpu", 2), ("mem", 4 << 30)]));
 
-    let allowed = repo::allowed_scaling_groups(&db, "default", uuid(GROUP_ID), USER_AK)
-        .await
-        .unwrap();
+    let allowed = repo::allowed_scaling_groups(&db, "default", uuid(GROUP_ID), USER_AK).await.unwrap();
     assert_eq!(allowed.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["default"]);
-    let policy = repo::get_keypair_resource_policy(&db, "default")
-        .await
-        .unwrap()
-        .expect("the default policy");
+    let policy = repo::get_keypair_resource_policy(&db, "default").await.unwrap().expect("the default policy");
     assert_eq!(policy.max_concurrent_sessions, 5);
-    assert_eq!(
-        policy.max_pending_session_count, None,
-        "unset columns get their defaults"
-    );
+    assert_eq!(policy.max_pending_session_count, None, "unset columns get their defaults");
 
     // Loading it again collides on every key and still changes nothing.
     let err = repo::populate_fixture(&db, &fixture).await.unwrap_err();
@@ -216,11 +180,7 @@ async fn a_bad_fixture_row_changes_nothing(db: DatabaseConnection) {
         // an unknown column, in the last table loaded
         (json!({"nickname": "x"}), "users.nickname", "no such column in users"),
         // a value of the wrong type
-        (
-            json!({"need_password_change": "yes"}),
-            "users.need_password_change",
-            "expected true or false",
-        ),
+        (json!({"need_password_change": "yes"}), "users.need_password_change", "expected true or false"),
         // an enum value that does not exist
         (json!({"role": "root"}), "users.role", "is not a valid value"),
         // a reference to a missing row (the database refuses it)
@@ -239,39 +199,21 @@ async fn a_bad_fixture_row_changes_nothing(db: DatabaseConnection) {
         assert!(message.contains(field), "{field}: {message}");
         assert!(message.contains(reason), "{field}: {message}");
         assert!(message.contains("row 0"), "{message}");
-        assert_eq!(
-            count(&db, domain::Entity).await,
-            0,
-            "{field}: the domain row was rolled back"
-        );
+        assert_eq!(count(&db, domain::Entity).await, 0, "{field}: the domain row was rolled back");
         assert_eq!(count(&db, user::Entity).await, 0);
     }
 
-    let err = repo::populate_fixture(
-        &db,
-        &json!({"domains": [good_domain.clone(), {"description": "no name"}]}),
-    )
-    .await
-    .unwrap_err();
+    let err = repo::populate_fixture(&db, &json!({"domains": [good_domain.clone(), {"description": "no name"}]}))
+        .await
+        .unwrap_err();
     assert!(err.to_string().starts_with("invalid domains row 1: "), "{err}");
-    assert!(
-        err.to_string().contains("name"),
-        "the database's message names the column: {err}"
-    );
-    let err = repo::populate_fixture(&db, &json!({"domains": [good_domain.clone(), {"name": "d1"}]}))
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().starts_with("conflict: domains row 1 already exists"),
-        "{err}"
-    );
-    let err = repo::populate_fixture(&db, &json!({"domains": [good_domain.clone()], "userz": []}))
-        .await
-        .unwrap_err();
+    assert!(err.to_string().contains("name"), "the database's message names the column: {err}");
+    let err =
+        repo::populate_fixture(&db, &json!({"domains": [good_domain.clone(), {"name": "d1"}]})).await.unwrap_err();
+    assert!(err.to_string().starts_with("conflict: domains row 1 already exists"), "{err}");
+    let err = repo::populate_fixture(&db, &json!({"domains": [good_domain.clone()], "userz": []})).await.unwrap_err();
     assert!(err.to_string().contains("\"userz\""), "{err}");
-    let err = repo::populate_fixture(&db, &json!({"domains": {"name": "d1"}}))
-        .await
-        .unwrap_err();
+    let err = repo::populate_fixture(&db, &json!({"domains": {"name": "d1"}})).await.unwrap_err();
     assert!(err.to_string().contains("expected a list of rows"), "{err}");
     assert_eq!(count(&db, domain::Entity).await, 0);
 
@@ -281,9 +223,7 @@ async fn a_bad_fixture_row_changes_nothing(db: DatabaseConnection) {
         "domains": [good_domain],
         "user_resource_policies": [{"name": "p1"}],
     });
-    repo::populate_fixture(&db, &fixture)
-        .await
-        .expect("the corrected fixture loads");
+    repo::populate_fixture(&db, &fixture).await.expect("the corrected fixture loads");
     assert_eq!(count(&db, user::Entity).await, 1);
 }
 
@@ -291,16 +231,11 @@ db_test!(keypairs_are_created_and_found);
 async fn keypairs_are_created_and_found(db: DatabaseConnection) {
     load_example(&db).await;
     let owner = uuid(USER_UUID);
-    let (ak, sk) = repo::create_keypair(&db, owner, false, "default")
-        .await
-        .expect("creating a keypair");
+    let (ak, sk) = repo::create_keypair(&db, owner, false, "default").await.expect("creating a keypair");
     assert!(ak.starts_with("AKIA") && ak.len() == 20, "{ak}");
     assert_eq!(sk.len(), 40, "{sk}");
 
-    let (keypair, found_user) = repo::find_keypair_with_user(&db, &ak)
-        .await
-        .unwrap()
-        .expect("the new keypair");
+    let (keypair, found_user) = repo::find_keypair_with_user(&db, &ak).await.unwrap().expect("the new keypair");
     assert_eq!(keypair.secret_key, sk);
     assert_eq!(keypair.user, owner);
     assert_eq!(keypair.user_id, "user@lablup.com");
@@ -308,11 +243,7 @@ async fn keypairs_are_created_and_found(db: DatabaseConnection) {
     assert_eq!(keypair.rate_limit, 30_000);
     assert_eq!(keypair.last_used, None);
     assert_eq!(found_user.email, "user@lablup.com");
-    assert_eq!(
-        found_user.main_access_key.as_deref(),
-        Some(USER_AK),
-        "an existing main key is kept"
-    );
+    assert_eq!(found_user.main_access_key.as_deref(), Some(USER_AK), "an existing main key is kept");
     assert_eq!(repo::list_keypairs(&db, Some(owner)).await.unwrap().len(), 2);
 
     let before = Utc::now() - chrono::Duration::seconds(1);
@@ -320,10 +251,7 @@ async fn keypairs_are_created_and_found(db: DatabaseConnection) {
     let touched = repo::get_keypair(&db, &ak).await.unwrap().unwrap();
     assert!(touched.last_used.expect("last_used is set") >= before);
 
-    assert!(repo::find_keypair_with_user(&db, "AKIANOSUCHKEY0000000")
-        .await
-        .unwrap()
-        .is_none());
+    assert!(repo::find_keypair_with_user(&db, "AKIANOSUCHKEY0000000").await.unwrap().is_none());
     let err = repo::touch_last_used(&db, "AKIANOSUCHKEY0000000").await.unwrap_err();
     assert_eq!(err.to_string(), "no such keypair: AKIANOSUCHKEY0000000");
     let nobody = Uuid::new_v4();
@@ -359,10 +287,7 @@ async fn keypairs_are_created_and_found(db: DatabaseConnection) {
     .await
     .unwrap_err();
     assert!(matches!(err, DbError::Conflict { .. }), "{err}");
-    assert!(
-        err.to_string().contains("user fresh@example.com already exists"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("user fresh@example.com already exists"), "{err}");
 }
 
 fn heartbeat(id: &str, cpu: i64) -> AgentHeartbeatRow {
@@ -386,9 +311,7 @@ async fn agent_heartbeats_insert_refresh_and_revive(db: DatabaseConnection) {
     load_example(&db).await;
     let id = AgentId::new("i-node01").unwrap();
     assert_eq!(
-        repo::upsert_agent_from_heartbeat(&db, heartbeat("i-node01", 8))
-            .await
-            .unwrap(),
+        repo::upsert_agent_from_heartbeat(&db, heartbeat("i-node01", 8)).await.unwrap(),
         UpsertOutcome::Inserted
     );
     let row = repo::get_agent(&db, &id).await.unwrap().expect("the agent row");
@@ -398,19 +321,13 @@ async fn agent_heartbeats_insert_refresh_and_revive(db: DatabaseConnection) {
     let first_contact = row.first_contact;
 
     assert_eq!(
-        repo::upsert_agent_from_heartbeat(&db, heartbeat("i-node01", 8))
-            .await
-            .unwrap(),
+        repo::upsert_agent_from_heartbeat(&db, heartbeat("i-node01", 8)).await.unwrap(),
         UpsertOutcome::Updated { changed: false }
     );
     // The scheduler's occupancy survives heartbeats.
-    repo::set_agent_occupied_slots(&db, &id, &slots(&[("cpu", 2)]))
-        .await
-        .unwrap();
+    repo::set_agent_occupied_slots(&db, &id, &slots(&[("cpu", 2)])).await.unwrap();
     assert_eq!(
-        repo::upsert_agent_from_heartbeat(&db, heartbeat("i-node01", 16))
-            .await
-            .unwrap(),
+        repo::upsert_agent_from_heartbeat(&db, heartbeat("i-node01", 16)).await.unwrap(),
         UpsertOutcome::Updated { changed: true }
     );
     let row = repo::get_agent(&db, &id).await.unwrap().unwrap();
@@ -418,28 +335,15 @@ async fn agent_heartbeats_insert_refresh_and_revive(db: DatabaseConnection) {
     assert_eq!(row.occupied_slots.0, slots(&[("cpu", 2)]));
 
     assert!(repo::mark_agent_lost(&db, &id).await.unwrap());
-    assert!(
-        !repo::mark_agent_lost(&db, &id).await.unwrap(),
-        "marking it lost again changes nothing"
-    );
+    assert!(!repo::mark_agent_lost(&db, &id).await.unwrap(), "marking it lost again changes nothing");
     let lost = repo::get_agent(&db, &id).await.unwrap().unwrap();
     assert_eq!(lost.status, Wire(AgentStatus::Lost));
     assert!(lost.lost_at.is_some());
-    assert_eq!(
-        repo::list_agents(&db, None, Some(AgentStatus::Alive))
-            .await
-            .unwrap()
-            .len(),
-        0
-    );
+    assert_eq!(repo::list_agents(&db, None, Some(AgentStatus::Alive)).await.unwrap().len(), 0);
 
     assert_eq!(
-        repo::upsert_agent_from_heartbeat(&db, heartbeat("i-node01", 16))
-            .await
-            .unwrap(),
-        UpsertOutcome::Revived {
-            previous: AgentStatus::Lost
-        }
+        repo::upsert_agent_from_heartbeat(&db, heartbeat("i-node01", 16)).await.unwrap(),
+        UpsertOutcome::Revived { previous: AgentStatus::Lost }
     );
     let revived = repo::get_agent(&db, &id).await.unwrap().unwrap();
     assert_eq!(revived.status, Wire(AgentStatus::Alive));
@@ -449,44 +353,26 @@ async fn agent_heartbeats_insert_refresh_and_revive(db: DatabaseConnection) {
 
     assert!(repo::mark_agent_terminated(&db, &id).await.unwrap());
     assert_eq!(
-        repo::upsert_agent_from_heartbeat(&db, heartbeat("i-node01", 16))
-            .await
-            .unwrap(),
-        UpsertOutcome::Revived {
-            previous: AgentStatus::Terminated
-        }
+        repo::upsert_agent_from_heartbeat(&db, heartbeat("i-node01", 16)).await.unwrap(),
+        UpsertOutcome::Revived { previous: AgentStatus::Terminated }
     );
 
-    repo::upsert_agent_from_heartbeat(&db, heartbeat("i-node00", 4))
-        .await
-        .unwrap();
+    repo::upsert_agent_from_heartbeat(&db, heartbeat("i-node00", 4)).await.unwrap();
     let all = repo::list_agents(&db, Some("default"), None).await.unwrap();
-    assert_eq!(
-        all.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
-        ["i-node00", "i-node01"]
-    );
+    assert_eq!(all.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["i-node00", "i-node01"]);
     assert!(repo::list_agents(&db, Some("gpu"), None).await.unwrap().is_empty());
 
     // Heartbeats of a new agent racing each other insert it once.
     let racing = (0..4).map(|_| repo::upsert_agent_from_heartbeat(&db, heartbeat("i-node03", 4)));
-    let outcomes: Vec<UpsertOutcome> = futures::future::join_all(racing)
-        .await
-        .into_iter()
-        .map(|r| r.expect("a racing heartbeat"))
-        .collect();
-    assert_eq!(
-        outcomes.iter().filter(|o| **o == UpsertOutcome::Inserted).count(),
-        1,
-        "{outcomes:?}"
-    );
+    let outcomes: Vec<UpsertOutcome> =
+        futures::future::join_all(racing).await.into_iter().map(|r| r.expect("a racing heartbeat")).collect();
+    assert_eq!(outcomes.iter().filter(|o| **o == UpsertOutcome::Inserted).count(), 1, "{outcomes:?}");
 
     let mut stray = heartbeat("i-node02", 4);
     stray.scaling_group = "gpu".into();
     let err = repo::upsert_agent_from_heartbeat(&db, stray).await.unwrap_err();
     assert_eq!(err.to_string(), "no such scaling group: gpu");
-    let err = repo::mark_agent_lost(&db, &AgentId::new("i-ghost").unwrap())
-        .await
-        .unwrap_err();
+    let err = repo::mark_agent_lost(&db, &AgentId::new("i-ghost").unwrap()).await.unwrap_err();
     assert_eq!(err.to_string(), "no such agent: i-ghost");
 }
 
@@ -542,9 +428,7 @@ async fn sessions_are_inserted_listed_and_found(db: DatabaseConnection) {
     .enumerate()
     {
         let (s, k) = new_session(name, ak, owner, at(i as i64), if name == "u-two" { 3 } else { 1 });
-        let (row, kernels) = repo::insert_session_with_kernels(&db, s, k)
-            .await
-            .expect("inserting a session");
+        let (row, kernels) = repo::insert_session_with_kernels(&db, s, k).await.expect("inserting a session");
         assert_eq!(row.status, Wire(SessionStatus::Pending));
         let enqueued = format!("2023-11-14T22:13:{:02}.000000+00:00", 20 + i);
         assert_eq!(row.status_history, json!({ "PENDING": enqueued }));
@@ -558,79 +442,37 @@ async fn sessions_are_inserted_listed_and_found(db: DatabaseConnection) {
         }
         ids.push(row.id);
     }
-    let (three, kernels) = repo::get_session_with_kernels(&db, SessionId::from_uuid(ids[2]))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        three.requested_slots.0,
-        slots(&[("cpu", 3), ("mem", 3 << 30)]),
-        "the sum of the kernels'"
-    );
+    let (three, kernels) = repo::get_session_with_kernels(&db, SessionId::from_uuid(ids[2])).await.unwrap().unwrap();
+    assert_eq!(three.requested_slots.0, slots(&[("cpu", 3), ("mem", 3 << 30)]), "the sum of the kernels'");
     assert_eq!(kernels.len(), 3);
     assert_eq!(kernels[0].cluster_role, "main");
-    assert_eq!(
-        kernels.iter().map(|k| k.cluster_hostname.as_str()).collect::<Vec<_>>(),
-        ["main1", "sub1", "sub2"]
-    );
+    assert_eq!(kernels.iter().map(|k| k.cluster_hostname.as_str()).collect::<Vec<_>>(), ["main1", "sub1", "sub2"]);
 
     // Owner filter, total count, paging (newest first).
-    let mine = SessionFilter {
-        access_key: Some(USER_AK.into()),
-        limit: 2,
-        ..Default::default()
-    };
+    let mine = SessionFilter { access_key: Some(USER_AK.into()), limit: 2, ..Default::default() };
     let (page, total) = repo::list_sessions(&db, &mine).await.unwrap();
     assert_eq!(total, 3);
-    assert_eq!(
-        page.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
-        ["u-three", "u-two"]
-    );
-    let (page, total) = repo::list_sessions(
-        &db,
-        &SessionFilter {
-            offset: 2,
-            ..mine.clone()
-        },
-    )
-    .await
-    .unwrap();
+    assert_eq!(page.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["u-three", "u-two"]);
+    let (page, total) = repo::list_sessions(&db, &SessionFilter { offset: 2, ..mine.clone() }).await.unwrap();
     assert_eq!((page.len(), total), (1, 3));
     assert_eq!(page[0].name, "u-one");
     let (all, total) = repo::list_sessions(&db, &SessionFilter::default()).await.unwrap();
     assert_eq!((all.len(), total), (5, 5));
-    let running = SessionFilter {
-        statuses: vec![SessionStatus::Running],
-        ..Default::default()
-    };
+    let running = SessionFilter { statuses: vec![SessionStatus::Running], ..Default::default() };
     assert_eq!(repo::list_sessions(&db, &running).await.unwrap(), (vec![], 0));
 
     // References: by name or id, scoped to the owner; None (an admin) sees everyone's.
-    let found = repo::find_session_by_name_or_id(&db, Some(USER_AK), "u-two")
-        .await
-        .unwrap();
+    let found = repo::find_session_by_name_or_id(&db, Some(USER_AK), "u-two").await.unwrap();
     assert_eq!(found.id, ids[2]);
-    let found = repo::find_session_by_name_or_id(&db, Some(USER_AK), &ids[3].to_string())
-        .await
-        .unwrap();
+    let found = repo::find_session_by_name_or_id(&db, Some(USER_AK), &ids[3].to_string()).await.unwrap();
     assert_eq!(found.name, "u-three");
-    let err = repo::find_session_by_name_or_id(&db, Some(USER_AK), "a-one")
-        .await
-        .unwrap_err();
+    let err = repo::find_session_by_name_or_id(&db, Some(USER_AK), "a-one").await.unwrap_err();
     assert_eq!(err.to_string(), "no such session: a-one");
-    assert_eq!(
-        repo::find_session_by_name_or_id(&db, None, "a-one").await.unwrap().id,
-        ids[1]
-    );
+    assert_eq!(repo::find_session_by_name_or_id(&db, None, "a-one").await.unwrap().id, ids[1]);
     let (s, k) = new_session("u-two", USER_AK, USER_UUID, at(10), 1);
     repo::insert_session_with_kernels(&db, s, k).await.unwrap();
-    let err = repo::find_session_by_name_or_id(&db, Some(USER_AK), "u-two")
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, DbError::Conflict { .. }) && err.to_string().contains("2 sessions match"),
-        "{err}"
-    );
+    let err = repo::find_session_by_name_or_id(&db, Some(USER_AK), "u-two").await.unwrap_err();
+    assert!(matches!(err, DbError::Conflict { .. }) && err.to_string().contains("2 sessions match"), "{err}");
 
     // The scheduler's queue: PENDING sessions of the scaling group, oldest first.
     let queue = repo::pending_sessions(&db, "default").await.unwrap();
@@ -643,10 +485,7 @@ async fn sessions_are_inserted_listed_and_found(db: DatabaseConnection) {
     let (s, mut k) = new_session("bad", USER_AK, USER_UUID, at(20), 2);
     k[1].cluster_role = Set("main".into());
     let err = repo::insert_session_with_kernels(&db, s, k).await.unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "invalid kernels: a session needs exactly one main kernel, got 2"
-    );
+    assert_eq!(err.to_string(), "invalid kernels: a session needs exactly one main kernel, got 2");
     // So is a kernel that fails in the database, after its session was written.
     let (s, mut k) = new_session("bad", USER_AK, USER_UUID, at(20), 2);
     k[1].agent = Set(Some("i-ghost".into()));
@@ -670,20 +509,11 @@ async fn illegal_transitions_are_refused_without_change(db: DatabaseConnection) 
         .await
         .unwrap_err();
     assert!(matches!(err, DbError::Conflict { .. }), "{err}");
-    assert_eq!(
-        err.to_string(),
-        format!("conflict: session {sid}: illegal status transition from PENDING to RUNNING")
-    );
-    assert_eq!(
-        repo::get_session(&db, sid).await.unwrap().unwrap(),
-        before,
-        "the row is unchanged"
-    );
+    assert_eq!(err.to_string(), format!("conflict: session {sid}: illegal status transition from PENDING to RUNNING"));
+    assert_eq!(repo::get_session(&db, sid).await.unwrap().unwrap(), before, "the row is unchanged");
 
     let kernel_before = repo::get_kernel(&db, kid).await.unwrap().unwrap();
-    let err = repo::set_kernel_status(&db, kid, KernelStatus::Terminated, None, None)
-        .await
-        .unwrap_err();
+    let err = repo::set_kernel_status(&db, kid, KernelStatus::Terminated, None, None).await.unwrap_err();
     assert_eq!(
         err.to_string(),
         format!("conflict: kernel {kid}: illegal status transition from PENDING to TERMINATED")
@@ -699,16 +529,11 @@ async fn illegal_transitions_are_refused_without_change(db: DatabaseConnection) 
     }
 
     // Terminal statuses have no way out.
-    repo::set_session_status(&db, sid, SessionStatus::Cancelled, Some("user-requested"), None)
-        .await
-        .unwrap();
-    let err = repo::set_session_status(&db, sid, SessionStatus::Pending, None, None)
-        .await
-        .unwrap_err();
+    repo::set_session_status(&db, sid, SessionStatus::Cancelled, Some("user-requested"), None).await.unwrap();
+    let err = repo::set_session_status(&db, sid, SessionStatus::Pending, None, None).await.unwrap_err();
     assert!(err.to_string().contains("from CANCELLED to PENDING"), "{err}");
-    let err = repo::set_session_status(&db, SessionId::new_random(), SessionStatus::Scheduled, None, None)
-        .await
-        .unwrap_err();
+    let err =
+        repo::set_session_status(&db, SessionId::new_random(), SessionStatus::Scheduled, None, None).await.unwrap_err();
     assert!(matches!(err, DbError::NotFound { kind: "session", .. }), "{err}");
 }
 
@@ -717,42 +542,23 @@ async fn status_changes_append_to_the_history(db: DatabaseConnection) {
     load_example(&db).await;
     let (sid, kid) = one_session(&db).await;
     let scheduling = json!({"scheduler": {"retries": 1, "failed_predicates": [], "passed_predicates": []}});
-    let row = repo::set_session_status(
-        &db,
-        sid,
-        SessionStatus::Scheduled,
-        Some("scheduled"),
-        Some(scheduling.clone()),
-    )
-    .await
-    .unwrap();
+    let row = repo::set_session_status(&db, sid, SessionStatus::Scheduled, Some("scheduled"), Some(scheduling.clone()))
+        .await
+        .unwrap();
     assert_eq!(row.status, Wire(SessionStatus::Scheduled));
-    repo::set_session_status(&db, sid, SessionStatus::Preparing, None, None)
-        .await
-        .unwrap();
-    repo::set_session_status(&db, sid, SessionStatus::Prepared, None, None)
-        .await
-        .unwrap();
+    repo::set_session_status(&db, sid, SessionStatus::Preparing, None, None).await.unwrap();
+    repo::set_session_status(&db, sid, SessionStatus::Prepared, None, None).await.unwrap();
     // PREPARED → CREATING has no edge in the map; the scheduler sets it directly.
-    let err = repo::set_session_status(&db, sid, SessionStatus::Creating, None, None)
-        .await
-        .unwrap_err();
+    let err = repo::set_session_status(&db, sid, SessionStatus::Creating, None, None).await.unwrap_err();
     assert!(err.to_string().contains("from PREPARED to CREATING"), "{err}");
-    repo::force_session_status(&db, sid, SessionStatus::Creating, None, None)
-        .await
-        .unwrap();
-    repo::set_session_status(&db, sid, SessionStatus::Running, None, None)
-        .await
-        .unwrap();
+    repo::force_session_status(&db, sid, SessionStatus::Creating, None, None).await.unwrap();
+    repo::set_session_status(&db, sid, SessionStatus::Running, None, None).await.unwrap();
 
     let row = repo::get_session(&db, sid).await.unwrap().unwrap();
     let history = row.status_history.as_object().expect("an object");
     let mut keys: Vec<&str> = history.keys().map(String::as_str).collect();
     keys.sort();
-    assert_eq!(
-        keys,
-        ["CREATING", "PENDING", "PREPARED", "PREPARING", "RUNNING", "SCHEDULED"]
-    );
+    assert_eq!(keys, ["CREATING", "PENDING", "PREPARED", "PREPARING", "RUNNING", "SCHEDULED"]);
     let running_at = DateTime::parse_from_rfc3339(history["RUNNING"].as_str().unwrap()).expect("ISO 8601");
     let pending_at = DateTime::parse_from_rfc3339(history["PENDING"].as_str().unwrap()).expect("ISO 8601");
     assert!(running_at > pending_at);
@@ -761,32 +567,19 @@ async fn status_changes_append_to_the_history(db: DatabaseConnection) {
     assert_eq!(row.status_data, Some(scheduling), "kept when not given");
     assert_eq!(row.terminated_at, None);
 
-    let row = repo::set_session_status(
-        &db,
-        sid,
-        SessionStatus::Terminated,
-        Some("user-requested"),
-        Some(json!({})),
-    )
-    .await
-    .unwrap();
+    let row = repo::set_session_status(&db, sid, SessionStatus::Terminated, Some("user-requested"), Some(json!({})))
+        .await
+        .unwrap();
     let stored = repo::get_session(&db, sid).await.unwrap().unwrap();
     assert!(stored.terminated_at.is_some(), "TERMINATED sets terminated_at");
     assert_eq!(stored.status_info.as_deref(), Some("user-requested"));
     assert_eq!(stored.status_data, Some(json!({})));
-    assert_eq!(
-        stored.status_history, row.status_history,
-        "the answer is the stored row"
-    );
+    assert_eq!(stored.status_history, row.status_history, "the answer is the stored row");
 
     // Kernels: the same bookkeeping, plus placement.
     load_agent(&db).await;
-    repo::set_kernel_status(&db, kid, KernelStatus::Scheduled, Some("scheduled"), None)
-        .await
-        .unwrap();
-    let placed = repo::assign_kernel_agent(&db, kid, &AgentId::new("i-node01").unwrap())
-        .await
-        .unwrap();
+    repo::set_kernel_status(&db, kid, KernelStatus::Scheduled, Some("scheduled"), None).await.unwrap();
+    let placed = repo::assign_kernel_agent(&db, kid, &AgentId::new("i-node01").unwrap()).await.unwrap();
     assert_eq!(placed.agent.as_deref(), Some("i-node01"));
     assert_eq!(placed.agent_addr.as_deref(), Some("tcp://127.0.0.1:6011/i-node01"));
     let k = repo::get_kernel(&db, kid).await.unwrap().unwrap();
@@ -797,42 +590,27 @@ async fn status_changes_append_to_the_history(db: DatabaseConnection) {
     assert_eq!(keys, ["PENDING", "SCHEDULED"]);
     let s = repo::get_session(&db, sid).await.unwrap().unwrap();
     assert_eq!(s.agent_ids, Some(JsonOf(vec!["i-node01".to_string()])));
-    let err = repo::assign_kernel_agent(&db, kid, &AgentId::new("i-ghost").unwrap())
-        .await
-        .unwrap_err();
+    let err = repo::assign_kernel_agent(&db, kid, &AgentId::new("i-ghost").unwrap()).await.unwrap_err();
     assert_eq!(err.to_string(), "no such agent: i-ghost");
 }
 
 async fn load_agent(db: &DatabaseConnection) {
-    repo::upsert_agent_from_heartbeat(db, heartbeat("i-node01", 8))
-        .await
-        .unwrap();
+    repo::upsert_agent_from_heartbeat(db, heartbeat("i-node01", 8)).await.unwrap();
 }
 
 #[test]
 fn database_urls_are_rewritten() {
     assert_eq!(with_database("postgres://u@h:5/postgres", "x"), "postgres://u@h:5/x");
-    assert_eq!(
-        with_database("postgres://u@h:5/postgres?sslmode=disable", "x"),
-        "postgres://u@h:5/x?sslmode=disable"
-    );
+    assert_eq!(with_database("postgres://u@h:5/postgres?sslmode=disable", "x"), "postgres://u@h:5/x?sslmode=disable");
     assert_eq!(with_database("postgres://u@h:5", "x"), "postgres://u@h:5/x");
 }
 
 #[tokio::test]
 async fn unsupported_urls_are_refused() {
     let err = db::connect("mysql://localhost/x").await.unwrap_err();
-    assert!(
-        err.to_string()
-            .starts_with("invalid database url: \"mysql://localhost/x\" is neither"),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("invalid database url: \"mysql://localhost/x\" is neither"), "{err}");
     let memory = db::connect("sqlite::memory:").await.expect("an in-memory database");
     db::migrate(&memory).await.expect("migrating it");
     load_example(&memory).await;
-    assert_eq!(
-        count(&memory, user::Entity).await,
-        2,
-        "one connection keeps the in-memory database"
-    );
+    assert_eq!(count(&memory, user::Entity).await, 2, "one connection keeps the in-memory database");
 }

@@ -31,7 +31,10 @@ struct FakeAgent {
 
 #[tonic::async_trait]
 impl Agent for FakeAgent {
-    async fn create_kernels(&self, request: Request<pb::CreateKernelsRequest>) -> Result<Response<pb::CreateKernelsReply>, Status> {
+    async fn create_kernels(
+        &self,
+        request: Request<pb::CreateKernelsRequest>,
+    ) -> Result<Response<pb::CreateKernelsReply>, Status> {
         let r = request.into_inner();
         let session_id: SessionId = r.session_id.parse().map_err(|_| Status::invalid_argument("session_id"))?;
         let mut kernels = Vec::new();
@@ -46,14 +49,24 @@ impl Agent for FakeAgent {
                     creation_info: json!({"container_id": format!("fake-{kernel_id}"), "resource_spec": {"slots": k.resource_slots}}),
                 },
             ] {
-                self.bus.produce(&Envelope::new(self.id.clone(), event)).await.map_err(|e| Status::internal(e.to_string()))?;
+                self.bus
+                    .produce(&Envelope::new(self.id.clone(), event))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?;
             }
-            kernels.push(pb::KernelCreated { kernel_id: k.kernel_id.clone(), container_id: format!("fake-{kernel_id}"), ..Default::default() });
+            kernels.push(pb::KernelCreated {
+                kernel_id: k.kernel_id.clone(),
+                container_id: format!("fake-{kernel_id}"),
+                ..Default::default()
+            });
         }
         Ok(Response::new(pb::CreateKernelsReply { kernels }))
     }
 
-    async fn destroy_kernel(&self, request: Request<pb::DestroyKernelRequest>) -> Result<Response<pb::DestroyKernelReply>, Status> {
+    async fn destroy_kernel(
+        &self,
+        request: Request<pb::DestroyKernelRequest>,
+    ) -> Result<Response<pb::DestroyKernelReply>, Status> {
         let r = request.into_inner();
         Ok(Response::new(pb::DestroyKernelReply { exit_code: 0, reason: r.reason }))
     }
@@ -76,7 +89,10 @@ impl Agent for FakeAgent {
         Err(Status::unimplemented("gather_hwinfo"))
     }
 
-    async fn restart_kernel(&self, _: Request<pb::RestartKernelRequest>) -> Result<Response<pb::KernelCreated>, Status> {
+    async fn restart_kernel(
+        &self,
+        _: Request<pb::RestartKernelRequest>,
+    ) -> Result<Response<pb::KernelCreated>, Status> {
         Err(Status::unimplemented("restart_kernel"))
     }
 
@@ -88,7 +104,10 @@ impl Agent for FakeAgent {
         Err(Status::unimplemented("upload_file"))
     }
 
-    async fn download_file(&self, _: Request<pb::DownloadFileRequest>) -> Result<Response<pb::DownloadFileReply>, Status> {
+    async fn download_file(
+        &self,
+        _: Request<pb::DownloadFileRequest>,
+    ) -> Result<Response<pb::DownloadFileReply>, Status> {
         Err(Status::unimplemented("download_file"))
     }
 
@@ -100,7 +119,10 @@ impl Agent for FakeAgent {
         Err(Status::unimplemented("get_logs"))
     }
 
-    async fn get_container_stats(&self, _: Request<pb::GetContainerStatsRequest>) -> Result<Response<pb::JsonReply>, Status> {
+    async fn get_container_stats(
+        &self,
+        _: Request<pb::GetContainerStatsRequest>,
+    ) -> Result<Response<pb::JsonReply>, Status> {
         Err(Status::unimplemented("get_container_stats"))
     }
 
@@ -108,7 +130,10 @@ impl Agent for FakeAgent {
         Err(Status::unimplemented("sync_kernels"))
     }
 
-    async fn check_and_pull(&self, _: Request<pb::CheckAndPullRequest>) -> Result<Response<pb::CheckAndPullReply>, Status> {
+    async fn check_and_pull(
+        &self,
+        _: Request<pb::CheckAndPullRequest>,
+    ) -> Result<Response<pb::CheckAndPullReply>, Status> {
         Err(Status::unimplemented("check_and_pull"))
     }
 
@@ -124,7 +149,10 @@ impl Agent for FakeAgent {
 async fn serve_fake(id: String, bus: Arc<dyn EventBus>, token: &str) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let service = tonic::service::interceptor::InterceptedService::new(AgentServer::new(FakeAgent { id, bus }), TokenCheck::new(token).unwrap());
+    let service = tonic::service::interceptor::InterceptedService::new(
+        AgentServer::new(FakeAgent { id, bus }),
+        TokenCheck::new(token).unwrap(),
+    );
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
@@ -159,7 +187,14 @@ fn session_row(name: &str, cpu: u32) -> (session::ActiveModel, Vec<kernel::Activ
 
 /// How many sessions have `status` (one query, so polling does not crowd out the manager).
 async fn count(db: &sea_orm::DatabaseConnection, status: SessionStatus) -> usize {
-    let filter = repo::SessionFilter { access_key: None, domain_name: None, group_id: None, statuses: vec![status], limit: 1, offset: 0 };
+    let filter = repo::SessionFilter {
+        access_key: None,
+        domain_name: None,
+        group_id: None,
+        statuses: vec![status],
+        limit: 1,
+        offset: 0,
+    };
     repo::list_sessions(db, &filter).await.unwrap().1 as usize
 }
 
@@ -185,7 +220,13 @@ async fn a_fleet_of_agents_takes_every_session_that_fits_and_no_more() {
     }
     let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new(65536));
     let token = "fleet-token";
-    let manager = Manager::new("fleet", db.clone(), bus.clone(), Arc::new(AgentClients::new(token, None).unwrap()), Duration::from_secs(600));
+    let manager = Manager::new(
+        "fleet",
+        db.clone(),
+        bus.clone(),
+        Arc::new(AgentClients::new(token, None).unwrap()),
+        Duration::from_secs(600),
+    );
     let loops = manager.spawn(Duration::from_millis(300));
     // Agents of 4 CPUs; sessions of 1 or 2 CPUs: 160 CPUs of capacity, 240 asked for.
     for i in 0..AGENTS {

@@ -33,7 +33,10 @@ impl Exposition {
     }
 
     fn find(&self, name: &str, pairs: &[(&str, &str)]) -> Vec<&Sample> {
-        self.named(name).into_iter().filter(|s| pairs.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))).collect()
+        self.named(name)
+            .into_iter()
+            .filter(|s| pairs.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+            .collect()
     }
 }
 
@@ -50,7 +53,10 @@ fn parse_labels(mut s: &str) -> (BTreeMap<String, String>, &str) {
         }
         let eq = s.find("=\"").expect("label without =\"");
         let key = s[..eq].to_owned();
-        assert!(!key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "bad label name {key:?}");
+        assert!(
+            !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "bad label name {key:?}"
+        );
         let mut value = String::new();
         let mut chars = s[eq + 2..].char_indices();
         let end = loop {
@@ -110,7 +116,8 @@ async fn http_get(addr: SocketAddr, path: &str) -> (String, String, String) {
     stream.read_to_end(&mut response).await.expect("read");
     let text = String::from_utf8(response).expect("utf-8 response");
     let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
     (head.lines().next().unwrap_or_default().to_owned(), head.to_owned(), body)
 }
 
@@ -131,15 +138,61 @@ const DURATION_BUCKETS: [&str; 10] = ["0.001", "0.01", "0.1", "0.5", "1.0", "2.0
 
 /// (family, type, labels) of every family of the specification this manager produces.
 const FAMILIES: &[(&str, &str, &[&str])] = &[
-    ("backendai_api_request_count", "counter", &["method", "endpoint", "domain", "operation", "error_detail", "status_code"]),
-    ("backendai_api_request_duration_sec", "histogram", &["method", "endpoint", "domain", "operation", "error_detail", "status_code"]),
-    ("backendai_graphql_request_count", "counter", &["operation_type", "field_name", "parent_type", "operation_name", "domain", "operation", "error_detail", "success"]),
-    ("backendai_graphql_request_duration_sec", "histogram", &["operation_type", "field_name", "parent_type", "operation_name", "domain", "operation", "error_detail", "success"]),
+    (
+        "backendai_api_request_count",
+        "counter",
+        &["method", "endpoint", "domain", "operation", "error_detail", "status_code"],
+    ),
+    (
+        "backendai_api_request_duration_sec",
+        "histogram",
+        &["method", "endpoint", "domain", "operation", "error_detail", "status_code"],
+    ),
+    (
+        "backendai_graphql_request_count",
+        "counter",
+        &[
+            "operation_type",
+            "field_name",
+            "parent_type",
+            "operation_name",
+            "domain",
+            "operation",
+            "error_detail",
+            "success",
+        ],
+    ),
+    (
+        "backendai_graphql_request_duration_sec",
+        "histogram",
+        &[
+            "operation_type",
+            "field_name",
+            "parent_type",
+            "operation_name",
+            "domain",
+            "operation",
+            "error_detail",
+            "success",
+        ],
+    ),
     ("backendai_event_count", "counter", &["event_type"]),
     ("backendai_event_failure_count", "counter", &["event_type", "exception", "domain", "operation", "error_detail"]),
-    ("backendai_event_processing_time_sec", "histogram", &["event_type", "status", "domain", "operation", "error_detail"]),
-    ("backendai_action_count", "counter", &["entity_type", "operation_type", "status", "domain", "operation", "error_detail"]),
-    ("backendai_action_duration_sec", "histogram", &["entity_type", "operation_type", "status", "domain", "operation", "error_detail"]),
+    (
+        "backendai_event_processing_time_sec",
+        "histogram",
+        &["event_type", "status", "domain", "operation", "error_detail"],
+    ),
+    (
+        "backendai_action_count",
+        "counter",
+        &["entity_type", "operation_type", "status", "domain", "operation", "error_detail"],
+    ),
+    (
+        "backendai_action_duration_sec",
+        "histogram",
+        &["entity_type", "operation_type", "status", "domain", "operation", "error_detail"],
+    ),
     ("backendai_layer_operation_triggered_count", "gauge", &["domain", "layer", "operation"]),
     ("backendai_layer_operation_count", "counter", &["domain", "layer", "operation", "success"]),
     ("backendai_layer_operation_error_count", "counter", &["domain", "layer", "operation", "error_code"]),
@@ -153,7 +206,8 @@ const FAMILIES: &[(&str, &str, &[&str])] = &[
 
 /// Families whose series only exist after a failure or a retry, which this test does not
 /// provoke.
-const FAILURE_ONLY: &[&str] = &["backendai_event_failure_count", "backendai_layer_operation_error_count", "backendai_layer_retry_count"];
+const FAILURE_ONLY: &[&str] =
+    &["backendai_event_failure_count", "backendai_layer_operation_error_count", "backendai_layer_retry_count"];
 
 /// A series' labels without `le`.
 type SeriesKey = Vec<(String, String)>;
@@ -240,13 +294,15 @@ async fn metrics_follow_the_specification() {
     assert_eq!(missing.status, 404, "{missing:?}");
 
     // GraphQL: a named query of one root field.
-    let body = json!({"query": "query Me { keypair { access_key is_admin } }", "variables": null, "operationName": "Me"});
+    let body =
+        json!({"query": "query Me { keypair { access_key is_admin } }", "variables": null, "operationName": "Me"});
     let gql = common::request(addr, Some(common::USER), "POST", "/admin/gql", Some(&body)).await;
     assert_eq!(gql.status, 200, "{gql:?}");
     assert!(gql.json().get("errors").is_none_or(|e| e.as_array().is_some_and(|a| a.is_empty())), "{gql:?}");
 
     // A session's life: scheduling, dispatch (create_kernels), destroy (destroy_kernel).
-    let created = common::request(addr, Some(common::USER), "POST", "/session", Some(&create_body("sess-metrics"))).await;
+    let created =
+        common::request(addr, Some(common::USER), "POST", "/session", Some(&create_body("sess-metrics"))).await;
     assert_eq!(created.status, 201, "{created:?}");
     let gone = common::request(addr, Some(common::USER), "DELETE", "/session/sess-metrics", None).await;
     assert_eq!(gone.status, 200, "{gone:?}");
@@ -255,11 +311,19 @@ async fn metrics_follow_the_specification() {
     let exposition = scrape(metrics).await;
 
     // Names and types: exactly the families this manager produces, nothing else.
-    let expected: BTreeMap<String, String> = FAMILIES.iter().map(|(n, k, _)| ((*n).to_owned(), (*k).to_owned())).collect();
-    let present: BTreeMap<String, String> =
-        exposition.types.iter().filter(|(n, _)| !FAILURE_ONLY.contains(&n.as_str())).map(|(n, k)| (n.clone(), k.clone())).collect();
-    let expected_present: BTreeMap<String, String> =
-        expected.iter().filter(|(n, _)| !FAILURE_ONLY.contains(&n.as_str())).map(|(n, k)| (n.clone(), k.clone())).collect();
+    let expected: BTreeMap<String, String> =
+        FAMILIES.iter().map(|(n, k, _)| ((*n).to_owned(), (*k).to_owned())).collect();
+    let present: BTreeMap<String, String> = exposition
+        .types
+        .iter()
+        .filter(|(n, _)| !FAILURE_ONLY.contains(&n.as_str()))
+        .map(|(n, k)| (n.clone(), k.clone()))
+        .collect();
+    let expected_present: BTreeMap<String, String> = expected
+        .iter()
+        .filter(|(n, _)| !FAILURE_ONLY.contains(&n.as_str()))
+        .map(|(n, k)| (n.clone(), k.clone()))
+        .collect();
     assert_eq!(present, expected_present);
     for (name, kind) in &exposition.types {
         assert_eq!(expected.get(name), Some(kind), "unexpected family {name} {kind}");
@@ -271,13 +335,27 @@ async fn metrics_follow_the_specification() {
     // API requests: route patterns, status codes, error labels only on errors.
     let ok = exposition.find(
         "backendai_api_request_count_total",
-        &[("method", "GET"), ("endpoint", "/bai/whoami"), ("status_code", "200"), ("domain", ""), ("operation", ""), ("error_detail", "")],
+        &[
+            ("method", "GET"),
+            ("endpoint", "/bai/whoami"),
+            ("status_code", "200"),
+            ("domain", ""),
+            ("operation", ""),
+            ("error_detail", ""),
+        ],
     );
     assert_eq!(ok.len(), 1, "{ok:?}");
     assert_eq!(ok[0].value, 1.0);
     let refused = exposition.find(
         "backendai_api_request_count_total",
-        &[("method", "GET"), ("endpoint", "/bai/whoami"), ("status_code", "401"), ("domain", "bai"), ("operation", "read"), ("error_detail", "auth-failed")],
+        &[
+            ("method", "GET"),
+            ("endpoint", "/bai/whoami"),
+            ("status_code", "401"),
+            ("domain", "bai"),
+            ("operation", "read"),
+            ("error_detail", "auth-failed"),
+        ],
     );
     assert_eq!(refused.len(), 1, "{:?}", exposition.named("backendai_api_request_count_total"));
     let unknown = exposition.find(
@@ -288,12 +366,22 @@ async fn metrics_follow_the_specification() {
     let all: Vec<&Sample> = exposition.named("backendai_api_request_count_total");
     assert!(all.iter().all(|s| !s.labels["endpoint"].contains("no-such")), "raw paths leak into endpoint: {all:?}");
     assert!(
-        all.iter().any(|s| s.labels["endpoint"].starts_with("/session/") && s.labels["status_code"] == "404" && s.labels["domain"] == "session"),
+        all.iter().any(|s| s.labels["endpoint"].starts_with("/session/")
+            && s.labels["status_code"] == "404"
+            && s.labels["domain"] == "session"),
         "{all:?}"
     );
-    assert!(all.iter().any(|s| s.labels["method"] == "POST" && s.labels["endpoint"] == "/session" && s.labels["status_code"] == "201"), "{all:?}");
+    assert!(
+        all.iter().any(|s| s.labels["method"] == "POST"
+            && s.labels["endpoint"] == "/session"
+            && s.labels["status_code"] == "201"),
+        "{all:?}"
+    );
     assert!(all.iter().any(|s| s.labels["method"] == "DELETE" && s.labels["status_code"] == "200"), "{all:?}");
-    let root = exposition.find("backendai_api_request_duration_sec_count", &[("method", "GET"), ("endpoint", "/"), ("status_code", "200")]);
+    let root = exposition.find(
+        "backendai_api_request_duration_sec_count",
+        &[("method", "GET"), ("endpoint", "/"), ("status_code", "200")],
+    );
     assert_eq!(root.len(), 1);
     assert!(root[0].value >= 1.0);
 
@@ -320,13 +408,23 @@ async fn metrics_follow_the_specification() {
     let heartbeats = exposition.find("backendai_event_count_total", &[("event_type", "agent_heartbeat")]);
     assert_eq!(heartbeats.len(), 1);
     assert!(heartbeats[0].value >= 1.0);
-    assert!(!exposition.find("backendai_event_count_total", &[("event_type", "kernel_started")]).is_empty(), "{:?}", exposition.named("backendai_event_count_total"));
-    let timed = exposition.find("backendai_event_processing_time_sec_count", &[("event_type", "agent_heartbeat"), ("status", "success"), ("domain", "")]);
+    assert!(
+        !exposition.find("backendai_event_count_total", &[("event_type", "kernel_started")]).is_empty(),
+        "{:?}",
+        exposition.named("backendai_event_count_total")
+    );
+    let timed = exposition.find(
+        "backendai_event_processing_time_sec_count",
+        &[("event_type", "agent_heartbeat"), ("status", "success"), ("domain", "")],
+    );
     assert_eq!(timed.len(), 1);
 
     // Actions: scheduling passes, dispatch, destroy, agent sweeps.
     for (entity, op) in [("session", "schedule"), ("session", "dispatch"), ("session", "destroy"), ("agent", "sweep")] {
-        let found = exposition.find("backendai_action_count_total", &[("entity_type", entity), ("operation_type", op), ("status", "success")]);
+        let found = exposition.find(
+            "backendai_action_count_total",
+            &[("entity_type", entity), ("operation_type", op), ("status", "success")],
+        );
         assert_eq!(found.len(), 1, "action {entity}/{op}: {:?}", exposition.named("backendai_action_count_total"));
         assert!(found[0].value >= 1.0);
     }
@@ -347,7 +445,10 @@ async fn metrics_follow_the_specification() {
     // System gauges.
     assert!(exposition.named("backendai_async_task_count")[0].value >= 1.0);
     assert!(exposition.named("backendai_memory_used_rss")[0].value > 0.0);
-    assert!(exposition.named("backendai_memory_used_vms")[0].value >= exposition.named("backendai_memory_used_rss")[0].value);
+    assert!(
+        exposition.named("backendai_memory_used_vms")[0].value
+            >= exposition.named("backendai_memory_used_rss")[0].value
+    );
     assert!(exposition.named("backendai_cpu_usage_percent")[0].value >= 0.0);
 
     // Scrapes are not API requests; a second scrape sees the counters only grow.

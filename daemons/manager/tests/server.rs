@@ -15,7 +15,8 @@ async fn an_all_in_one_manager_answers_signed_requests() {
     assert_eq!(me.json()["access_key"], common::USER.0);
     let anonymous = common::request(running.api_addr, None, "GET", "/bai/whoami", None).await;
     assert_eq!(anonymous.status, 401, "{anonymous:?}");
-    let wrong = common::request(running.api_addr, Some((common::USER.0, "not-the-secret")), "GET", "/bai/whoami", None).await;
+    let wrong =
+        common::request(running.api_addr, Some((common::USER.0, "not-the-secret")), "GET", "/bai/whoami", None).await;
     assert_eq!(wrong.status, 401, "{wrong:?}");
     running.shutdown().await;
 }

@@ -464,14 +464,8 @@ pub async fn verify_request(
     // 4. the signature
     let host: &str = header_str(headers, "host")?.unwrap_or_default();
     let content_type = header_str(headers, header::CONTENT_TYPE.as_str())?.unwrap_or(signing::DEFAULT_CONTENT_TYPE);
-    let to_sign = RequestToSign {
-        method,
-        path_and_query,
-        date: raw_date,
-        host,
-        content_type,
-        api_version: version_value,
-    };
+    let to_sign =
+        RequestToSign { method, path_and_query, date: raw_date, host, content_type, api_version: version_value };
     let valid = signing::verify(&credential.secret_key, &to_sign, &auth.signature)
         .map_err(|e| ApiError::invalid_auth(core_reason(e)))?;
     if !valid {
@@ -578,7 +572,8 @@ mod tests {
     #[tokio::test]
     async fn cache_keeps_answers_for_their_ttl() {
         let store = Arc::new(Counting { inner: StaticKeypairs::new().with(cred("AK1")), calls: Default::default() });
-        let cache = CachedKeypairs::with_ttl(store.clone(), Duration::from_millis(200)).negative_ttl(Duration::from_millis(50));
+        let cache =
+            CachedKeypairs::with_ttl(store.clone(), Duration::from_millis(200)).negative_ttl(Duration::from_millis(50));
         let calls = || store.calls.load(std::sync::atomic::Ordering::SeqCst);
         assert!(cache.lookup("AK1").await.unwrap().is_some());
         assert!(cache.lookup("AK1").await.unwrap().is_some());

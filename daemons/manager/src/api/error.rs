@@ -91,10 +91,14 @@ impl ErrorKind {
     pub fn status(self) -> StatusCode {
         use ErrorKind::*;
         match self {
-            GenericBadRequest | InvalidAuthParameters | InvalidApiParameters | SessionAlreadyExists
-            | VFolderAlreadyExists | VFolderCreationFailed | VFolderOperationFailed | GraphQlError => {
-                StatusCode::BAD_REQUEST
-            }
+            GenericBadRequest
+            | InvalidAuthParameters
+            | InvalidApiParameters
+            | SessionAlreadyExists
+            | VFolderAlreadyExists
+            | VFolderCreationFailed
+            | VFolderOperationFailed
+            | GraphQlError => StatusCode::BAD_REQUEST,
             AuthorizationFailed | PasswordExpired => StatusCode::UNAUTHORIZED,
             GenericForbidden | InsufficientPrivilege => StatusCode::FORBIDDEN,
             UrlNotFound | ObjectNotFound | TooManySessionsMatched => StatusCode::NOT_FOUND,
@@ -445,7 +449,8 @@ pub async fn normalize_errors(req: Request, next: Next) -> Response {
         }
     };
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) || response.extensions().get::<ProblemMarker>().is_some() {
+    if !(status.is_client_error() || status.is_server_error()) || response.extensions().get::<ProblemMarker>().is_some()
+    {
         return response;
     }
     let is_json = response

@@ -99,7 +99,10 @@ async fn parse_filter(db: &DatabaseConnection, ctx: &AuthContext, uri: &Uri) -> 
     let f = Fields::new(&query, "");
     let session_name = f.string(&["sessionName", "name"])?.filter(|n| !n.is_empty()).unwrap_or_else(|| "*".into());
     let session_id = match f.string(&["sessionId"])?.filter(|s| !s.is_empty()) {
-        Some(id) => Some(Uuid::parse_str(id.trim()).map_err(|e| ApiError::invalid("sessionId", format!("{id:?} is not a UUID: {e}")))?),
+        Some(id) => Some(
+            Uuid::parse_str(id.trim())
+                .map_err(|e| ApiError::invalid("sessionId", format!("{id:?} is not a UUID: {e}")))?,
+        ),
         None => None,
     };
     let owner_access_key = f
@@ -118,9 +121,11 @@ async fn parse_filter(db: &DatabaseConnection, ctx: &AuthContext, uri: &Uri) -> 
     let group_id = match f.string(&["group", "groupName"])?.filter(|g| !g.is_empty() && g != "*") {
         None => None,
         Some(name) => {
-            let mut found = repo::find_group_by_name(db, &ctx.credential.domain_name, &name).await.map_err(sessions::db_error)?;
+            let mut found =
+                repo::find_group_by_name(db, &ctx.credential.domain_name, &name).await.map_err(sessions::db_error)?;
             if found.is_none() {
-                found = repo::list_groups(db, None).await.map_err(sessions::db_error)?.into_iter().find(|g| g.name == name);
+                found =
+                    repo::list_groups(db, None).await.map_err(sessions::db_error)?.into_iter().find(|g| g.name == name);
             }
             Some(found.ok_or_else(|| ApiError::not_found("group"))?.id)
         }

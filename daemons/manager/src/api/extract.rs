@@ -39,10 +39,7 @@ fn strip_position(message: &str) -> &str {
 /// The field a deserialization error is about: the error's path, extended by the name of a
 /// missing field; `root` when the error is about the whole document.
 fn field_of(path: &str, message: &str, root: &str) -> String {
-    let missing = message
-        .strip_prefix("missing field `")
-        .and_then(|rest| rest.split_once('`'))
-        .map(|(name, _)| name);
+    let missing = message.strip_prefix("missing field `").and_then(|rest| rest.split_once('`')).map(|(name, _)| name);
     let path = if path == "." || path.is_empty() { None } else { Some(path) };
     match (path, missing) {
         (Some(p), Some(m)) => format!("{p}.{m}"),

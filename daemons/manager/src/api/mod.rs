@@ -193,9 +193,7 @@ impl ApiRouter {
     pub fn new() -> Self {
         ApiRouter {
             public: Router::new().route("/", get(version::version_info)),
-            signed: Router::new()
-                .route("/bai/whoami", get(whoami))
-                .route("/bai/echo", get(echo).post(echo)),
+            signed: Router::new().route("/bai/whoami", get(whoami)).route("/bai/echo", get(echo).post(echo)),
         }
     }
 

@@ -284,7 +284,13 @@ impl RedisRateLimiter {
             .query_async(&mut conn)
             .await?;
         Ok(if admitted == 1 {
-            RateLimitStatus { allowed: true, limit, remaining: (limit - used).max(0), window: self.window, retry_after: None }
+            RateLimitStatus {
+                allowed: true,
+                limit,
+                remaining: (limit - used).max(0),
+                window: self.window,
+                retry_after: None,
+            }
         } else {
             RateLimitStatus {
                 allowed: false,

@@ -221,10 +221,11 @@ async fn check_presets(
     let domain_using = sum(&|s| s.domain_name == cred.domain_name);
 
     // Limits: the keypair's resource policy, the group's and the domain's slots.
-    let (kp_total, kp_default) = match repo::get_keypair_resource_policy(db, &cred.resource_policy).await.map_err(db_error)? {
-        Some(p) => (p.total_resource_slots.0, p.default_for_unspecified.0),
-        None => (ResourceSlot::new(), DefaultForUnspecified::Unlimited),
-    };
+    let (kp_total, kp_default) =
+        match repo::get_keypair_resource_policy(db, &cred.resource_policy).await.map_err(db_error)? {
+            Some(p) => (p.total_resource_slots.0, p.default_for_unspecified.0),
+            None => (ResourceSlot::new(), DefaultForUnspecified::Unlimited),
+        };
     let keypair_limits = limits_from_policy(&kp_total, kp_default, &known);
     let group_limits = limits_from_policy(&group.total_resource_slots.0, DefaultForUnspecified::Unlimited, &known);
     let domain_total = repo::get_domain(db, &cred.domain_name)
@@ -284,7 +285,8 @@ async fn check_presets(
             slots
                 .iter()
                 .map(|(name, have)| {
-                    let left = keypair_remaining.get(name).copied().unwrap_or(Amount::Unlimited).min(Amount::Finite(have));
+                    let left =
+                        keypair_remaining.get(name).copied().unwrap_or(Amount::Unlimited).min(Amount::Finite(have));
                     (name.to_string(), left.render())
                 })
                 .collect(),
@@ -349,7 +351,8 @@ async fn recalculate_usage(_ctx: SuperadminContext, State(state): State<ApiState
         let held = if k.occupied_slots.0.is_zero() { &k.requested_slots.0 } else { &k.occupied_slots.0 };
         *per_agent.entry(agent.clone()).or_default() += held;
     }
-    let agents: BTreeSet<String> = repo::list_agents(db, None, None).await.map_err(db_error)?.into_iter().map(|a| a.id).collect();
+    let agents: BTreeSet<String> =
+        repo::list_agents(db, None, None).await.map_err(db_error)?.into_iter().map(|a| a.id).collect();
     for id in agents {
         let occupied = per_agent.remove(&id).unwrap_or_default();
         let Ok(agent_id) = AgentId::new(&id) else { continue };

@@ -108,7 +108,11 @@ fn manager(state: &ApiState) -> Result<Arc<Manager>, ApiError> {
     state.require_service::<Manager>()
 }
 
-async fn create(ctx: AuthContext, State(state): State<ApiState>, ApiJson(body): ApiJson<Value>) -> Result<Response, ApiError> {
+async fn create(
+    ctx: AuthContext,
+    State(state): State<ApiState>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Response, ApiError> {
     let manager = manager(&state)?;
     let request = sessions::CreateRequest::from_json(&body, Utc::now())?;
     let created = sessions::create_session(&manager, &ctx, request).await?;
@@ -142,7 +146,10 @@ pub fn py_repr(value: &Value) -> String {
         Value::String(s) => quote(s),
         Value::Array(items) => format!("[{}]", items.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
         Value::Object(map) => {
-            format!("{{{}}}", map.iter().map(|(k, v)| format!("{}: {}", quote(k), py_repr(v))).collect::<Vec<_>>().join(", "))
+            format!(
+                "{{{}}}",
+                map.iter().map(|(k, v)| format!("{}: {}", quote(k), py_repr(v))).collect::<Vec<_>>().join(", ")
+            )
         }
     }
 }
@@ -235,7 +242,9 @@ async fn destroy_one(manager: &Manager, s: &session::Model, forced: bool) -> Res
     // A PENDING session the scheduler placed while it was being cancelled keeps its agent's
     // slots counted (the cancel does not recompute them): give them back.
     if status.is_terminal() {
-        let kernels = crate::db::repo::list_kernels_of_session(manager.db(), SessionId::from_uuid(s.id)).await.map_err(sessions::db_error)?;
+        let kernels = crate::db::repo::list_kernels_of_session(manager.db(), SessionId::from_uuid(s.id))
+            .await
+            .map_err(sessions::db_error)?;
         let agents: std::collections::BTreeSet<String> = kernels.into_iter().filter_map(|k| k.agent).collect();
         for agent in agents {
             if let Err(e) = crate::scheduler::recompute_agent_occupancy(manager.db(), &agent).await {
@@ -270,7 +279,9 @@ async fn destroy(
     }
     let mut all = Vec::new();
     for id in dependents(db, s.id).await? {
-        if let Some(dep) = crate::db::repo::get_session(db, SessionId::from_uuid(id)).await.map_err(sessions::db_error)? {
+        if let Some(dep) =
+            crate::db::repo::get_session(db, SessionId::from_uuid(id)).await.map_err(sessions::db_error)?
+        {
             if dep.status.0.is_terminal() {
                 continue;
             }
@@ -293,7 +304,8 @@ async fn restart(
     let manager = manager(&state)?;
     let db = manager.db();
     let s = sessions::find_session(db, &ctx, &reference, params.owner_access_key()?.as_deref(), false).await?;
-    let kernels = crate::db::repo::list_kernels_of_session(db, SessionId::from_uuid(s.id)).await.map_err(sessions::db_error)?;
+    let kernels =
+        crate::db::repo::list_kernels_of_session(db, SessionId::from_uuid(s.id)).await.map_err(sessions::db_error)?;
     for k in kernels.iter().filter(|k| !k.status.0.is_terminal()) {
         let mut client = sessions::kernel_client(&manager, k)?;
         client
@@ -320,7 +332,10 @@ async fn execute(
     let owner = Fields::new(&query, "").string(&["owner_access_key"])?;
     let s = sessions::find_session(manager.db(), &ctx, &reference, owner.as_deref(), false).await?;
     let f = Fields::new(map, "");
-    let mode = f.string(&["mode"])?.filter(|m| !m.is_empty()).ok_or_else(|| ApiError::invalid("mode", "is missing or empty"))?;
+    let mode = f
+        .string(&["mode"])?
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| ApiError::invalid("mode", "is missing or empty"))?;
     let code = f.string(&["code"])?.unwrap_or_default();
     let run_id = f.string(&["runId"])?.filter(|r| !r.is_empty());
     let options = f.get(&["options"]).cloned().unwrap_or_else(|| json!({}));
@@ -331,7 +346,10 @@ async fn execute(
         }
         "query" | "batch" | "continue" | "input" => {}
         other => {
-            return Err(ApiError::invalid("mode", format!("{other:?} is not one of query, batch, complete, continue, input")));
+            return Err(ApiError::invalid(
+                "mode",
+                format!("{other:?} is not one of query, batch, complete, continue, input"),
+            ));
         }
     }
     let run_id = run_id.unwrap_or_else(|| sessions::random_hex(8));
@@ -392,7 +410,9 @@ async fn rename(
         return Err(ApiError::invalid("name", "Can't change name of not running session"));
     }
     if new_name != s.name {
-        let clash = crate::db::repo::match_sessions(db, s.access_key.as_deref(), &new_name, false).await.map_err(sessions::db_error)?;
+        let clash = crate::db::repo::match_sessions(db, s.access_key.as_deref(), &new_name, false)
+            .await
+            .map_err(sessions::db_error)?;
         if let Some(other) = clash.iter().find(|o| o.name == new_name && o.id != s.id) {
             return Err(ApiError::session_already_exists(other.id));
         }
@@ -536,7 +556,11 @@ async fn upload(
     let mut client = sessions::kernel_client(&manager, &k)?;
     for (name, content) in files {
         client
-            .upload_file(pb::UploadFileRequest { kernel_id: k.id.to_string(), path: name.clone(), content: content.to_vec() })
+            .upload_file(pb::UploadFileRequest {
+                kernel_id: k.id.to_string(),
+                path: name.clone(),
+                content: content.to_vec(),
+            })
             .await
             .map_err(|status| match status.code() {
                 tonic::Code::InvalidArgument => ApiError::invalid("src", format!("{name}: {}", status.message())),
@@ -558,7 +582,11 @@ async fn download(
         Some(Value::Array(items)) => items
             .iter()
             .enumerate()
-            .map(|(i, v)| v.as_str().map(str::to_string).ok_or_else(|| ApiError::invalid(format!("files[{i}]"), "expected a path")))
+            .map(|(i, v)| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| ApiError::invalid(format!("files[{i}]"), "expected a path"))
+            })
             .collect::<Result<_, _>>()?,
         Some(Value::String(one)) => vec![one.clone()],
         Some(other) => return Err(ApiError::invalid("files", format!("expected a list of paths, got {other}"))),
@@ -588,7 +616,8 @@ async fn download(
             .into_inner()
             .tar;
         body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n", tar.len()).as_bytes(),
+            format!("--{boundary}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n", tar.len())
+                .as_bytes(),
         );
         body.extend_from_slice(&tar);
         body.extend_from_slice(b"\r\n");

@@ -89,12 +89,16 @@ async fn run(manager: Arc<Manager>, s: session::Model, mut socket: WebSocket) {
     let Some(first) = receive_text(&mut socket).await else { return };
     let params: Value = match serde_json::from_str(&first) {
         Ok(v @ Value::Object(_)) => v,
-        Ok(other) => return fail(&mut socket, format!("Invalid API parameters: expected a JSON object, got {other}")).await,
+        Ok(other) => {
+            return fail(&mut socket, format!("Invalid API parameters: expected a JSON object, got {other}")).await
+        }
         Err(e) => return fail(&mut socket, format!("Invalid API parameters: {e}")).await,
     };
     let mut mode = match params.get("mode").and_then(Value::as_str) {
         Some(m @ ("query" | "batch")) => m.to_string(),
-        Some(other) => return fail(&mut socket, format!("Invalid API parameters: mode {other:?} is not query or batch")).await,
+        Some(other) => {
+            return fail(&mut socket, format!("Invalid API parameters: mode {other:?} is not query or batch")).await
+        }
         None => return fail(&mut socket, "Invalid API parameters: mode is missing or empty").await,
     };
     let mut code = params.get("code").and_then(Value::as_str).unwrap_or_default().to_string();

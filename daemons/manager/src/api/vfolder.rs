@@ -73,7 +73,9 @@ pub fn storage_error(err: StorageError) -> ApiError {
         StorageError::NotFound { path } => {
             ApiError::not_found("file").with_title("File not found").with_msg(format!("{path:?} does not exist"))
         }
-        e @ StorageError::AlreadyExists { .. } => ApiError::with_kind_msg(ErrorKind::VFolderOperationFailed, e.to_string()),
+        e @ StorageError::AlreadyExists { .. } => {
+            ApiError::with_kind_msg(ErrorKind::VFolderOperationFailed, e.to_string())
+        }
         e @ StorageError::QuotaExceeded { .. } => ApiError::quota_exceeded(e.to_string()),
         e @ StorageError::UploadTooLarge { .. } => ApiError::invalid("body", e.to_string()),
         e @ (StorageError::OffsetMismatch { .. } | StorageError::Busy) => ApiError::conflict(e.to_string()),
@@ -159,7 +161,10 @@ async fn create(
     }
     let host = string_param(&f, "host")?.unwrap_or_else(|| storage.host().to_string());
     if host != storage.host() {
-        return Err(ApiError::invalid("host", format!("unknown storage host {host:?}; the available host is {:?}", storage.host())));
+        return Err(ApiError::invalid(
+            "host",
+            format!("unknown storage host {host:?}; the available host is {:?}", storage.host()),
+        ));
     }
     if let Some(group) = f.get(&["group", "group_id"]).filter(|g| g.as_str() != Some("")) {
         return Err(ApiError::invalid("group", format!("group folders are not supported yet (got {group})")));
@@ -174,7 +179,9 @@ async fn create(
     };
     let quota = match f.get(&["quota"]) {
         None => None,
-        Some(Value::Number(n)) => n.as_u64().ok_or_else(|| ApiError::invalid("quota", format!("{n} is not a number of bytes")))?.into(),
+        Some(Value::Number(n)) => {
+            n.as_u64().ok_or_else(|| ApiError::invalid("quota", format!("{n} is not a number of bytes")))?.into()
+        }
         Some(Value::String(s)) if s.trim().is_empty() => None,
         Some(Value::String(s)) => {
             Some(u64::from(BinarySize::parse(s.trim()).map_err(|e| ApiError::invalid("quota", e.to_string()))?))
@@ -182,16 +189,23 @@ async fn create(
         Some(other) => return Err(ApiError::invalid("quota", format!("expected a size such as \"10g\", got {other}"))),
     }
     .filter(|q| *q > 0);
-    let max_size = quota.map(|q| i64::try_from(q).map_err(|_| ApiError::invalid("quota", "is too large"))).transpose()?;
+    let max_size =
+        quota.map(|q| i64::try_from(q).map_err(|_| ApiError::invalid("quota", "is too large"))).transpose()?;
     let cloneable = f.boolean(&["cloneable"], false)?;
     if repo::find_user_vfolder(&*db, ctx.credential.user_id, &name).await.map_err(db_error)?.is_some() {
-        return Err(ApiError::with_kind_msg(ErrorKind::VFolderAlreadyExists, format!("a folder named {name:?} already exists")));
+        return Err(ApiError::with_kind_msg(
+            ErrorKind::VFolderAlreadyExists,
+            format!("a folder named {name:?} already exists"),
+        ));
     }
     let id = Uuid::new_v4();
     {
         let storage = storage.clone();
         blocking(move || storage.create_folder(id)).await.map_err(|e| {
-            ApiError::with_kind_msg(ErrorKind::VFolderCreationFailed, format!("cannot create the folder's directory: {e}"))
+            ApiError::with_kind_msg(
+                ErrorKind::VFolderCreationFailed,
+                format!("cannot create the folder's directory: {e}"),
+            )
         })?;
     }
     let user = ctx.credential.user_id;
@@ -277,11 +291,17 @@ async fn rename(
     Path(name): Path<String>,
     params: Params,
 ) -> Result<StatusCode, ApiError> {
-    let new_name = params.fields().string(&["new_name"])?.ok_or_else(|| ApiError::invalid("new_name", "is required"))?;
+    let new_name =
+        params.fields().string(&["new_name"])?.ok_or_else(|| ApiError::invalid("new_name", "is required"))?;
     validate_folder_name(&new_name).map_err(|e| ApiError::invalid("new_name", e))?;
     let row = find_folder(&db, &ctx, &name).await?;
-    if new_name != row.name && repo::find_user_vfolder(&*db, ctx.credential.user_id, &new_name).await.map_err(db_error)?.is_some() {
-        return Err(ApiError::with_kind_msg(ErrorKind::VFolderAlreadyExists, format!("a folder named {new_name:?} already exists")));
+    if new_name != row.name
+        && repo::find_user_vfolder(&*db, ctx.credential.user_id, &new_name).await.map_err(db_error)?.is_some()
+    {
+        return Err(ApiError::with_kind_msg(
+            ErrorKind::VFolderAlreadyExists,
+            format!("a folder named {new_name:?} already exists"),
+        ));
     }
     repo::rename_vfolder(&*db, row.id, &new_name).await.map_err(db_error)?;
     Ok(StatusCode::CREATED)
@@ -295,7 +315,11 @@ fn paths(fields: &Fields<'_>, key: &str) -> Result<Vec<String>, ApiError> {
         Some(Value::Array(items)) if !items.is_empty() => items
             .iter()
             .enumerate()
-            .map(|(i, v)| v.as_str().map(str::to_string).ok_or_else(|| ApiError::invalid(format!("{key}[{i}]"), "expected a path")))
+            .map(|(i, v)| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| ApiError::invalid(format!("{key}[{i}]"), "expected a path"))
+            })
             .collect(),
         Some(other) => Err(ApiError::invalid(key, format!("expected a path or a list of paths, got {other}"))),
     }
@@ -323,7 +347,9 @@ async fn mkdir(
     let row = find_folder(&db, &ctx, &name).await?;
     check_writable(&row)?;
     let id = row.id;
-    blocking(move || paths.iter().try_for_each(|p| storage.mkdir(id, p, parents, exist_ok))).await.map_err(storage_error)?;
+    blocking(move || paths.iter().try_for_each(|p| storage.mkdir(id, p, parents, exist_ok)))
+        .await
+        .map_err(storage_error)?;
     Ok(StatusCode::CREATED)
 }
 
@@ -453,21 +479,29 @@ async fn request_download(
     let row = find_folder(&db, &ctx, &name).await?;
     let url = format!("{}{DOWNLOAD_PATH}", base_url(&headers)?);
     storage.open_for_download(row.id, &path).await.map_err(storage_error)?;
-    let grant = Grant { op: Operation::Download, folder: row.id, path, size: None, upload: None, exp: deadline(&storage) };
+    let grant =
+        Grant { op: Operation::Download, folder: row.id, path, size: None, upload: None, exp: deadline(&storage) };
     Ok(Json(json!({ "token": storage.issue(&grant), "url": url })))
 }
 
 /// Verifies the `token` query parameter for `op` and finds its folder (404 when deleted since).
-async fn authorize(state: &ApiState, uri: &Uri, op: Operation) -> Result<(Arc<Storage>, Grant, vfolder::Model), ApiError> {
+async fn authorize(
+    state: &ApiState,
+    uri: &Uri,
+    op: Operation,
+) -> Result<(Arc<Storage>, Grant, vfolder::Model), ApiError> {
     let storage = state.require_service::<Storage>()?;
     let db = state.require_service::<DatabaseConnection>()?;
     let query = query_params(uri);
-    let token = Fields::new(&query, "").string(&["token"])?.ok_or_else(|| ApiError::auth_failed("the storage token is missing"))?;
+    let token = Fields::new(&query, "")
+        .string(&["token"])?
+        .ok_or_else(|| ApiError::auth_failed("the storage token is missing"))?;
     let grant = storage.verify(&token, chrono::Utc::now().timestamp()).map_err(storage_error)?;
     if grant.op != op {
         return Err(ApiError::forbidden(format!("the token does not allow this operation (it is for {:?})", grant.op)));
     }
-    let row = repo::get_vfolder(&*db, grant.folder).await.map_err(db_error)?.ok_or_else(|| ApiError::not_found("vfolder"))?;
+    let row =
+        repo::get_vfolder(&*db, grant.folder).await.map_err(db_error)?.ok_or_else(|| ApiError::not_found("vfolder"))?;
     Ok((storage, grant, row))
 }
 
@@ -485,7 +519,12 @@ fn tus_headers(response: &mut Response, offset: Option<u64>, length: Option<u64>
 
 /// `PATCH /storage/upload?token=…`: appends the body at `Upload-Offset` → 204 with the new
 /// `Upload-Offset`.
-async fn tus_patch(State(state): State<ApiState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn tus_patch(
+    State(state): State<ApiState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let (storage, grant, row) = authorize(&state, &uri, Operation::Upload).await?;
     let offset = headers
         .get("upload-offset")
@@ -536,10 +575,13 @@ async fn download(State(state): State<ApiState>, uri: Uri, headers: HeaderMap) -
     if let Some(start) = start.filter(|s| *s > 0) {
         if start >= len {
             let mut r = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
-            r.headers_mut().insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{len}")).expect("ascii"));
+            r.headers_mut()
+                .insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{len}")).expect("ascii"));
             return Ok(r);
         }
-        file.seek(std::io::SeekFrom::Start(start)).await.map_err(|e| ApiError::internal(format!("storage: seek: {e}")))?;
+        file.seek(std::io::SeekFrom::Start(start))
+            .await
+            .map_err(|e| ApiError::internal(format!("storage: seek: {e}")))?;
     }
     let from = start.filter(|s| *s > 0 && *s < len).unwrap_or(0);
     let stream = futures::stream::try_unfold(file, |mut file| async move {
@@ -562,7 +604,10 @@ async fn download(State(state): State<ApiState>, uri: Uri, headers: HeaderMap) -
         }
     }
     if from > 0 {
-        h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes {from}-{}/{len}", len - 1)).expect("ascii"));
+        h.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&format!("bytes {from}-{}/{len}", len - 1)).expect("ascii"),
+        );
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;
     }
     Ok(response)

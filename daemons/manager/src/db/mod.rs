@@ -72,18 +72,12 @@ pub enum DbError {
 impl DbError {
     /// Shorthand for [`DbError::NotFound`].
     pub fn not_found(kind: &'static str, id: impl ToString) -> Self {
-        Self::NotFound {
-            kind,
-            id: id.to_string(),
-        }
+        Self::NotFound { kind, id: id.to_string() }
     }
 
     /// Shorthand for [`DbError::Invalid`].
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self::Invalid {
-            field: field.into(),
-            reason: reason.into(),
-        }
+        Self::Invalid { field: field.into(), reason: reason.into() }
     }
 
     /// Shorthand for [`DbError::Conflict`].
@@ -127,10 +121,7 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection> {
         connect_sqlite(url).await
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let mut options = ConnectOptions::new(url);
-        options
-            .connect_timeout(ACQUIRE_TIMEOUT)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .sqlx_logging(false);
+        options.connect_timeout(ACQUIRE_TIMEOUT).acquire_timeout(ACQUIRE_TIMEOUT).sqlx_logging(false);
         Ok(Database::connect(options).await?)
     } else {
         Err(DbError::invalid(
@@ -149,25 +140,17 @@ async fn connect_sqlite(url: &str) -> Result<DatabaseConnection> {
         .disable_statement_logging();
     let mut pool = SqlitePoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
     if memory {
-        pool = pool
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None);
+        pool = pool.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
     } else {
-        options = options
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal);
+        options = options.journal_mode(SqliteJournalMode::Wal).synchronous(SqliteSynchronous::Normal);
         // One connection: SQLite has one writer anyway, and a transaction that reads and then
         // writes would otherwise fail with SQLITE_BUSY_SNAPSHOT when another connection wrote
         // in between (no busy timeout helps there). Code must not use the pool while it holds
         // a transaction on it.
         pool = pool.max_connections(1);
     }
-    let pool = pool
-        .connect_with(options)
-        .await
-        .map_err(|e| DbError::Db(DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e))))?;
+    let pool =
+        pool.connect_with(options).await.map_err(|e| DbError::Db(DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e))))?;
     Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
 }
 

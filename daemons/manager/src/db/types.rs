@@ -97,9 +97,7 @@ where
 {
     fn try_get_by<I: ColIdx>(res: &QueryResult, index: I) -> Result<Self, TryGetError> {
         let text = String::try_get_by(res, index)?;
-        text.parse()
-            .map(Wire)
-            .map_err(|e| TryGetError::DbErr(DbErr::Type(format!("column {index:?}: {e}"))))
+        text.parse().map(Wire).map_err(|e| TryGetError::DbErr(DbErr::Type(format!("column {index:?}: {e}"))))
     }
 }
 
@@ -386,23 +384,11 @@ mod tests {
     #[test]
     fn enums_parse_leniently_and_name_the_choices() {
         assert_eq!("SUPERADMIN".parse::<UserRole>().unwrap(), UserRole::Superadmin);
-        assert_eq!(
-            "before_verification".parse::<UserStatus>().unwrap(),
-            UserStatus::BeforeVerification
-        );
-        assert_eq!(
-            "unlimited".parse::<DefaultForUnspecified>().unwrap(),
-            DefaultForUnspecified::Unlimited
-        );
-        assert_eq!(
-            "project".parse::<VFolderOwnershipType>().unwrap(),
-            VFolderOwnershipType::Group
-        );
+        assert_eq!("before_verification".parse::<UserStatus>().unwrap(), UserStatus::BeforeVerification);
+        assert_eq!("unlimited".parse::<DefaultForUnspecified>().unwrap(), DefaultForUnspecified::Unlimited);
+        assert_eq!("project".parse::<VFolderOwnershipType>().unwrap(), VFolderOwnershipType::Group);
         let err = "root".parse::<UserRole>().unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "invalid user role: \"root\" is not one of superadmin, admin, user, monitor"
-        );
+        assert_eq!(err, "invalid user role: \"root\" is not one of superadmin, admin, user, monitor");
     }
 
     #[test]

@@ -16,16 +16,8 @@ use sea_orm::{ConnectionTrait, DatabaseConnection};
 /// A name no other test (of this run or another) uses.
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock before 1970")
-        .as_nanos();
-    format!(
-        "{prefix}{}_{}_{}",
-        std::process::id(),
-        nanos,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock before 1970").as_nanos();
+    format!("{prefix}{}_{}_{}", std::process::id(), nanos, COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Runs `body` with a deadline, so a hung query fails the test instead of stalling the run.
@@ -51,9 +43,7 @@ where
 {
     let path: PathBuf = std::env::temp_dir().join(format!("{}.db", unique("bai-db-test-")));
     let url = format!("sqlite://{}?mode=rwc", path.display());
-    let conn = db::connect(&url)
-        .await
-        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+    let conn = db::connect(&url).await.unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
     db::migrate(&conn).await.expect("migrating a new SQLite database");
     let outcome = run_body("SQLite", conn.clone(), body).await;
     conn.close().await.expect("closing the SQLite pool");
@@ -85,28 +75,18 @@ where
     let Some(url) = service_env("BAI_TEST_PG_URL") else {
         return;
     };
-    let admin = db::connect(&url)
-        .await
-        .unwrap_or_else(|e| panic!("connecting to PostgreSQL at {url}: {e}"));
+    let admin = db::connect(&url).await.unwrap_or_else(|e| panic!("connecting to PostgreSQL at {url}: {e}"));
     let name = unique("bai_t_");
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("CREATE DATABASE");
+    admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("CREATE DATABASE");
     let test_url = with_database(&url, &name);
-    let conn = db::connect(&test_url)
-        .await
-        .unwrap_or_else(|e| panic!("connecting to {test_url}: {e}"));
+    let conn = db::connect(&test_url).await.unwrap_or_else(|e| panic!("connecting to {test_url}: {e}"));
     let migrated = db::migrate(&conn).await;
     let outcome = match migrated {
         Ok(()) => run_body("PostgreSQL", conn.clone(), body).await,
         Err(e) => Err(Box::new(format!("migrating a new PostgreSQL database: {e}")) as Box<dyn std::any::Any + Send>),
     };
     conn.close().await.expect("closing the PostgreSQL pool");
-    admin
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .expect("DROP DATABASE");
+    admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.expect("DROP DATABASE");
     admin.close().await.expect("closing the PostgreSQL admin pool");
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);

@@ -102,7 +102,8 @@ pub async fn all_in_one(dir: &std::path::Path) -> AllInOne {
     // Wait for the agent's first heartbeat to register it.
     let db = running.manager.db().clone();
     for _ in 0..100 {
-        if !bai_manager::db::repo::list_agents(&db, None, Some(bai_core::AgentStatus::Alive)).await.unwrap().is_empty() {
+        if !bai_manager::db::repo::list_agents(&db, None, Some(bai_core::AgentStatus::Alive)).await.unwrap().is_empty()
+        {
             return AllInOne { inner: Some(running), process_root: dir.join("process") };
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -131,7 +132,13 @@ impl Reply {
 }
 
 /// Sends a request signed with `key` (or unsigned with `None`) over a fresh connection.
-pub async fn request(addr: SocketAddr, key: Option<(&str, &str)>, method: &str, path: &str, body: Option<&Value>) -> Reply {
+pub async fn request(
+    addr: SocketAddr,
+    key: Option<(&str, &str)>,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Reply {
     let host = addr.to_string();
     let date = signing::format_request_date(chrono::Utc::now());
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
@@ -148,7 +155,8 @@ pub async fn request(addr: SocketAddr, key: Option<(&str, &str)>, method: &str, 
             content_type: "application/json",
             api_version: API_VERSION,
         };
-        let authorization = signing::authorization_header(&AccessKey::new(ak).unwrap(), &signing::sign(sk, &to_sign).unwrap());
+        let authorization =
+            signing::authorization_header(&AccessKey::new(ak).unwrap(), &signing::sign(sk, &to_sign).unwrap());
         head.push_str(&format!("Authorization: {authorization}\r\n"));
     }
     head.push_str("\r\n");

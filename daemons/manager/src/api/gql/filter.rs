@@ -22,9 +22,7 @@
 
 use std::fmt;
 
-use sea_orm::sea_query::{
-    Alias, Expr, Func, IntoColumnRef, IntoIden, LikeExpr, Query, SimpleExpr, Value,
-};
+use sea_orm::sea_query::{Alias, Expr, Func, IntoColumnRef, IntoIden, LikeExpr, Query, SimpleExpr, Value};
 use sea_orm::DbBackend;
 
 use super::scalars::parse_datetime;
@@ -228,7 +226,8 @@ fn tokenize(text: &str, what: &str) -> Result<Vec<(usize, Token)>, String> {
             tokens.push((start, Token::Name(text[start..i].to_string())));
             continue;
         }
-        if c.is_ascii_digit() || ((c == b'-' || c == b'+') && bytes.get(i + 1).is_some_and(|d| d.is_ascii_digit() || *d == b'.'))
+        if c.is_ascii_digit()
+            || ((c == b'-' || c == b'+') && bytes.get(i + 1).is_some_and(|d| d.is_ascii_digit() || *d == b'.'))
             || (c == b'.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit))
         {
             let start = i;
@@ -325,9 +324,7 @@ impl Parser {
                     _ => None,
                 };
                 let Some(op) = op else {
-                    return Err(self.error(
-                        "an operator (==, !=, >, >=, <, <=, contains, in, isnot, is, like, ilike)",
-                    ));
+                    return Err(self.error("an operator (==, !=, >, >=, <, <=, contains, in, isnot, is, like, ilike)"));
                 };
                 self.pos += 1;
                 let value = self.value(depth)?;
@@ -668,7 +665,11 @@ mod tests {
                 Box::new(cmp("a", Op::Eq, Literal::Int(1))),
                 Box::new(Filter::Or(
                     Box::new(cmp("b", Op::Ne, Literal::Str("x".into()))),
-                    Box::new(cmp("c", Op::In, Literal::Array(vec![Literal::Str("p".into()), Literal::Str("q".into())]))),
+                    Box::new(cmp(
+                        "c",
+                        Op::In,
+                        Literal::Array(vec![Literal::Str("p".into()), Literal::Str("q".into())])
+                    )),
                 )),
             )
         );
@@ -686,7 +687,9 @@ mod tests {
 
     #[test]
     fn filter_errors_say_where() {
-        for bad in ["", "name", "name ==", "name = \"x\"", "(name == \"x\"", "name == \"x\" junk", "name == \"x", "name == x"] {
+        for bad in
+            ["", "name", "name ==", "name = \"x\"", "(name == \"x\"", "name == \"x\" junk", "name == \"x", "name == x"]
+        {
             let err = parse_filter(bad).unwrap_err();
             assert!(err.starts_with("Query filter parsing error"), "{bad}: {err}");
         }

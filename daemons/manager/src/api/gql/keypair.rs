@@ -102,7 +102,9 @@ impl KeyPair {
         let gql = ctx.data::<GqlContext>()?;
         let n = session::Entity::find()
             .filter(session::Column::AccessKey.eq(self.row.access_key.as_str()))
-            .filter(session::Column::Status.is_not_in([Wire(SessionStatus::Terminated), Wire(SessionStatus::Cancelled)]))
+            .filter(
+                session::Column::Status.is_not_in([Wire(SessionStatus::Terminated), Wire(SessionStatus::Cancelled)]),
+            )
             .count(gql.db.as_ref())
             .await
             .map_err(db_error)?;
@@ -170,7 +172,8 @@ impl KeyPairQuery {
                 return Ok(None);
             }
         }
-        let projects = repo::groups_of_user(db, owner.uuid).await.map_err(db_error)?.into_iter().map(|g| g.name).collect();
+        let projects =
+            repo::groups_of_user(db, owner.uuid).await.map_err(db_error)?.into_iter().map(|g| g.name).collect();
         Ok(Some(KeyPair { row, owner: Some(owner), projects }))
     }
 }

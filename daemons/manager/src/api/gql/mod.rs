@@ -33,15 +33,19 @@ pub mod vfolder;
 
 use std::sync::{Arc, LazyLock};
 
-use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, FragmentDefinition, Selection, SelectionSet};
-use async_graphql::{EmptyMutation, EmptySubscription, Error, MergedObject, Name, Positioned, Schema, Value, Variables};
+use async_graphql::indexmap::IndexMap;
+use async_graphql::parser::types::{
+    DocumentOperations, ExecutableDocument, FragmentDefinition, Selection, SelectionSet,
+};
+use async_graphql::{
+    EmptyMutation, EmptySubscription, Error, MergedObject, Name, Positioned, Schema, Value, Variables,
+};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
-use async_graphql::indexmap::IndexMap;
 use sea_orm::DatabaseConnection;
 use serde::Deserialize;
 
@@ -273,9 +277,8 @@ pub async fn execute_observed(
     operation_name: Option<String>,
     metrics: Option<Arc<crate::metrics::ManagerMetrics>>,
 ) -> async_graphql::Response {
-    let mut request = async_graphql::Request::new(query)
-        .variables(Variables::from_json(variables))
-        .data(GqlContext { auth, db });
+    let mut request =
+        async_graphql::Request::new(query).variables(Variables::from_json(variables)).data(GqlContext { auth, db });
     if let Some(metrics) = metrics {
         request = request.data(metrics);
     }
@@ -320,7 +323,11 @@ async fn run(state: &ApiState, auth: AuthContext, body: GqlBody) -> Result<async
 }
 
 /// `POST /admin/gql`: always 200 with `{"data", "errors"?}`.
-async fn gql(State(state): State<ApiState>, auth: AuthContext, ApiJson(body): ApiJson<GqlBody>) -> Result<Response, ApiError> {
+async fn gql(
+    State(state): State<ApiState>,
+    auth: AuthContext,
+    ApiJson(body): ApiJson<GqlBody>,
+) -> Result<Response, ApiError> {
     let response = run(&state, auth, body).await?;
     let bytes = serde_json::to_vec(&response).map_err(|e| ApiError::internal(format!("graphql response: {e}")))?;
     Ok(json_response(StatusCode::OK, bytes))
@@ -393,10 +400,7 @@ mod tests {
 
     #[test]
     fn reorder_follows_the_selection() {
-        let doc = async_graphql::parser::parse_query(
-            "query { b: x { z y ...F } a }\nfragment F on T { w y }",
-        )
-        .unwrap();
+        let doc = async_graphql::parser::parse_query("query { b: x { z y ...F } a }\nfragment F on T { w y }").unwrap();
         let mut data = Value::from_json(serde_json::json!({
             "a": 1,
             "b": [{"w": 1, "y": 2, "z": 3}],

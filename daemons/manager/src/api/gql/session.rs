@@ -40,9 +40,9 @@ pub fn parse_statuses(text: &str) -> std::result::Result<Vec<SessionStatus>, Str
     let mut statuses = Vec::new();
     for part in text.split(',') {
         let name = part.trim();
-        let status: SessionStatus = name
-            .parse()
-            .map_err(|_| format!("invalid session status {name:?} in status: expected a comma-separated list of {STATUS_NAMES}"))?;
+        let status: SessionStatus = name.parse().map_err(|_| {
+            format!("invalid session status {name:?} in status: expected a comma-separated list of {STATUS_NAMES}")
+        })?;
         let implied: &[SessionStatus] = match status {
             SessionStatus::Preparing => &[SessionStatus::Preparing, SessionStatus::Prepared, SessionStatus::Creating],
             _ => &[],
@@ -197,11 +197,7 @@ fn enum_name(wire: impl std::fmt::Display) -> String {
 }
 
 fn scheduled_at(history: &serde_json::Value) -> Option<DateTime> {
-    history
-        .get("SCHEDULED")
-        .and_then(|v| v.as_str())
-        .and_then(|s| super::scalars::parse_datetime(s).ok())
-        .map(DateTime)
+    history.get("SCHEDULED").and_then(|v| v.as_str()).and_then(|s| super::scalars::parse_datetime(s).ok()).map(DateTime)
 }
 
 #[Object(name = "ComputeSession", serial, rename_fields = "snake_case", rename_args = "snake_case")]

@@ -132,14 +132,18 @@ impl VFolderQuery {
         if !(1..=100).contains(&limit) || offset < 0 {
             return Err(Error::new("limit must be 1..=100 and offset >= 0"));
         }
-        if filter.as_deref().is_some_and(|f| !f.trim().is_empty()) || order.as_deref().is_some_and(|o| !o.trim().is_empty()) {
+        if filter.as_deref().is_some_and(|f| !f.trim().is_empty())
+            || order.as_deref().is_some_and(|o| !o.trim().is_empty())
+        {
             return Err(Error::new("filter and order are not supported on vfolder_list yet"));
         }
         if group_id.is_some() {
             return Err(Error::new("project (group) folders are not supported yet"));
         }
         let own = gql.auth.credential.access_key.as_str();
-        if access_key.as_deref().is_some_and(|k| k != own) || domain_name.as_deref().is_some_and(|d| d != gql.auth.credential.domain_name) {
+        if access_key.as_deref().is_some_and(|k| k != own)
+            || domain_name.as_deref().is_some_and(|d| d != gql.auth.credential.domain_name)
+        {
             return Err(Error::new("only the caller's own folders can be listed yet"));
         }
         let rows = repo::list_user_vfolders(gql.db.as_ref(), gql.auth.credential.user_id).await.map_err(db_error)?;

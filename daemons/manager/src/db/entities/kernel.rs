@@ -156,9 +156,7 @@ impl FillDefaults for ActiveModel {
             self.cluster_hostname = sea_orm::ActiveValue::Set(hostname);
         }
         or_set(&mut self.architecture, || "x86_64".to_string());
-        or_set(&mut self.occupied_slots, || {
-            self.requested_slots.try_as_ref().cloned().unwrap_or_default()
-        });
+        or_set(&mut self.occupied_slots, || self.requested_slots.try_as_ref().cloned().unwrap_or_default());
         or_set(&mut self.requested_slots, Default::default);
         or_set(&mut self.occupied_shares, empty_object);
         or_set(&mut self.attached_devices, empty_object);

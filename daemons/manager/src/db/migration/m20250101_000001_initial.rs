@@ -54,10 +54,7 @@ fn pk(cols: &[&str]) -> IndexCreateStatement {
 /// `CREATE [UNIQUE] INDEX IF NOT EXISTS ix_<table>_<cols>`.
 fn index(table: &str, cols: &[&str], unique: bool) -> IndexCreateStatement {
     let mut index = Index::create();
-    index
-        .name(format!("ix_{table}_{}", cols.join("_")))
-        .table(a(table))
-        .if_not_exists();
+    index.name(format!("ix_{table}_{}", cols.join("_"))).table(a(table)).if_not_exists();
     for col in cols {
         index.col(a(col));
     }
@@ -180,13 +177,7 @@ fn groups() -> TableCreateStatement {
         .col(string(a("resource_policy")).default("default"))
         .col(string(a("type")).default("general"))
         .foreign_key(&mut fk("groups", "domain_name", "domains", "name", Cascade))
-        .foreign_key(&mut fk(
-            "groups",
-            "resource_policy",
-            "project_resource_policies",
-            "name",
-            NoAction,
-        ))
+        .foreign_key(&mut fk("groups", "resource_policy", "project_resource_policies", "name", NoAction))
         .to_owned()
 }
 
@@ -213,13 +204,7 @@ fn users() -> TableCreateStatement {
         // No foreign key: users and keypairs would refer to each other.
         .col(string_null(a("main_access_key")))
         .foreign_key(&mut fk("users", "domain_name", "domains", "name", Cascade))
-        .foreign_key(&mut fk(
-            "users",
-            "resource_policy",
-            "user_resource_policies",
-            "name",
-            NoAction,
-        ))
+        .foreign_key(&mut fk("users", "resource_policy", "user_resource_policies", "name", NoAction))
         .to_owned()
 }
 
@@ -250,13 +235,7 @@ fn keypairs() -> TableCreateStatement {
         .col(text_null(a("ssh_public_key")))
         .col(text_null(a("ssh_private_key")))
         .foreign_key(&mut fk("keypairs", "user", "users", "uuid", Cascade))
-        .foreign_key(&mut fk(
-            "keypairs",
-            "resource_policy",
-            "keypair_resource_policies",
-            "name",
-            NoAction,
-        ))
+        .foreign_key(&mut fk("keypairs", "resource_policy", "keypair_resource_policies", "name", NoAction))
         .to_owned()
 }
 
@@ -329,13 +308,7 @@ fn resource_presets() -> TableCreateStatement {
         .col(json_object("resource_slots"))
         .col(big_integer_null(a("shared_memory")))
         .col(string_null(a("scaling_group_name")))
-        .foreign_key(&mut fk(
-            "resource_presets",
-            "scaling_group_name",
-            "scaling_groups",
-            "name",
-            Cascade,
-        ))
+        .foreign_key(&mut fk("resource_presets", "scaling_group_name", "scaling_groups", "name", Cascade))
         .to_owned()
 }
 
@@ -378,13 +351,7 @@ fn sessions() -> TableCreateStatement {
         .col(string(a("result")).default("undefined"))
         .col(bigint("num_queries", 0))
         .col(json_binary_null(a("last_stat")))
-        .foreign_key(&mut fk(
-            "sessions",
-            "scaling_group_name",
-            "scaling_groups",
-            "name",
-            NoAction,
-        ))
+        .foreign_key(&mut fk("sessions", "scaling_group_name", "scaling_groups", "name", NoAction))
         .foreign_key(&mut fk("sessions", "domain_name", "domains", "name", NoAction))
         .foreign_key(&mut fk("sessions", "group_id", "groups", "id", NoAction))
         .foreign_key(&mut fk("sessions", "user_uuid", "users", "uuid", NoAction))
@@ -504,22 +471,11 @@ fn tables() -> Vec<(&'static str, TableCreateStatement)> {
         ("users", users()),
         ("association_groups_users", association_groups_users()),
         ("keypairs", keypairs()),
-        (
-            "sgroups_for_domains",
-            sgroups_for("sgroups_for_domains", string(a("domain")), "domains", "name"),
-        ),
-        (
-            "sgroups_for_groups",
-            sgroups_for("sgroups_for_groups", uuid(a("group")), "groups", "id"),
-        ),
+        ("sgroups_for_domains", sgroups_for("sgroups_for_domains", string(a("domain")), "domains", "name")),
+        ("sgroups_for_groups", sgroups_for("sgroups_for_groups", uuid(a("group")), "groups", "id")),
         (
             "sgroups_for_keypairs",
-            sgroups_for(
-                "sgroups_for_keypairs",
-                string(a("access_key")),
-                "keypairs",
-                "access_key",
-            ),
+            sgroups_for("sgroups_for_keypairs", string(a("access_key")), "keypairs", "access_key"),
         ),
         ("agents", agents()),
         ("images", images()),
@@ -572,9 +528,7 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for (name, _) in tables().into_iter().rev() {
-            manager
-                .drop_table(Table::drop().table(a(name)).if_exists().to_owned())
-                .await?;
+            manager.drop_table(Table::drop().table(a(name)).if_exists().to_owned()).await?;
         }
         Ok(())
     }

@@ -93,11 +93,7 @@ fn differs(row: &agent::Model, hb: &AgentHeartbeatRow) -> bool {
 /// An unknown scaling group is [`DbError::NotFound`]. Concurrent heartbeats of one agent are
 /// safe: every write is conditional on the status just read, and a lost race is retried.
 pub async fn upsert_agent_from_heartbeat(db: &impl ConnectionTrait, hb: AgentHeartbeatRow) -> Result<UpsertOutcome> {
-    if scaling_group::Entity::find_by_id(hb.scaling_group.as_str())
-        .one(db)
-        .await?
-        .is_none()
-    {
+    if scaling_group::Entity::find_by_id(hb.scaling_group.as_str()).one(db).await?.is_none() {
         return Err(DbError::not_found("scaling group", &hb.scaling_group));
     }
     let id = hb.id.as_str();
@@ -126,9 +122,7 @@ pub async fn upsert_agent_from_heartbeat(db: &impl ConnectionTrait, hb: AgentHea
         let previous = row.status.0;
         let mut update = heartbeat_fields(&hb);
         let outcome = if previous == AgentStatus::Alive {
-            UpsertOutcome::Updated {
-                changed: differs(&row, &hb),
-            }
+            UpsertOutcome::Updated { changed: differs(&row, &hb) }
         } else {
             update.status = Set(Wire(AgentStatus::Alive));
             update.status_changed = Set(Some(now));
@@ -148,27 +142,19 @@ pub async fn upsert_agent_from_heartbeat(db: &impl ConnectionTrait, hb: AgentHea
             return Ok(outcome);
         }
     }
-    Err(DbError::conflict(format!(
-        "agent {id}: its status kept changing while recording a heartbeat"
-    )))
+    Err(DbError::conflict(format!("agent {id}: its status kept changing while recording a heartbeat")))
 }
 
 /// Sets an agent's status (and `status_changed`); LOST and TERMINATED also set `lost_at`.
 /// Answers whether the status changed: setting the current status again is a no-op.
 pub async fn set_agent_status(db: &impl ConnectionTrait, id: &AgentId, status: AgentStatus) -> Result<bool> {
-    let row = agent::Entity::find_by_id(id.as_str())
-        .one(db)
-        .await?
-        .ok_or_else(|| DbError::not_found("agent", id))?;
+    let row = agent::Entity::find_by_id(id.as_str()).one(db).await?.ok_or_else(|| DbError::not_found("agent", id))?;
     if row.status.0 == status {
         return Ok(false);
     }
     let now = Utc::now();
-    let mut update = agent::ActiveModel {
-        status: Set(Wire(status)),
-        status_changed: Set(Some(now)),
-        ..Default::default()
-    };
+    let mut update =
+        agent::ActiveModel { status: Set(Wire(status)), status_changed: Set(Some(now)), ..Default::default() };
     if matches!(status, AgentStatus::Lost | AgentStatus::Terminated) {
         update.lost_at = Set(Some(now));
     }
@@ -215,10 +201,7 @@ pub async fn list_agents(
 /// Replaces an agent's `occupied_slots` (the scheduler's reservation, or a recount).
 pub async fn set_agent_occupied_slots(db: &impl ConnectionTrait, id: &AgentId, occupied: &ResourceSlot) -> Result<()> {
     let result = agent::Entity::update_many()
-        .set(agent::ActiveModel {
-            occupied_slots: Set(JsonOf(occupied.clone())),
-            ..Default::default()
-        })
+        .set(agent::ActiveModel { occupied_slots: Set(JsonOf(occupied.clone())), ..Default::default() })
         .filter(agent::Column::Id.eq(id.as_str()))
         .exec(db)
         .await?;
@@ -231,10 +214,7 @@ pub async fn set_agent_occupied_slots(db: &impl ConnectionTrait, id: &AgentId, o
 /// Lets the scheduler place kernels on an agent, or stops it.
 pub async fn set_agent_schedulable(db: &impl ConnectionTrait, id: &AgentId, schedulable: bool) -> Result<()> {
     let result = agent::Entity::update_many()
-        .set(agent::ActiveModel {
-            schedulable: Set(schedulable),
-            ..Default::default()
-        })
+        .set(agent::ActiveModel { schedulable: Set(schedulable), ..Default::default() })
         .filter(agent::Column::Id.eq(id.as_str()))
         .exec(db)
         .await?;

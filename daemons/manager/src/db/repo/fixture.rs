@@ -59,10 +59,7 @@ pub async fn populate_fixture<C: ConnectionTrait + TransactionTrait>(
     fixture: &Json,
 ) -> Result<Vec<(&'static str, usize)>> {
     let Some(tables) = fixture.as_object() else {
-        return Err(DbError::invalid(
-            "fixture",
-            "expected a JSON object of table names to lists of rows",
-        ));
+        return Err(DbError::invalid("fixture", "expected a JSON object of table names to lists of rows"));
     };
     if let Some(unknown) = tables.keys().find(|k| !FIXTURE_TABLES.contains(&k.as_str())) {
         return Err(DbError::invalid(
@@ -74,10 +71,7 @@ pub async fn populate_fixture<C: ConnectionTrait + TransactionTrait>(
     for &table in FIXTURE_TABLES {
         let Some(rows) = tables.get(table) else { continue };
         let Some(rows) = rows.as_array() else {
-            return Err(DbError::invalid(
-                format!("fixture table {table}"),
-                "expected a list of rows",
-            ));
+            return Err(DbError::invalid(format!("fixture table {table}"), "expected a list of rows"));
         };
         let mut objects = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
@@ -172,15 +166,11 @@ where
         let mut row = A::default();
         for (key, json) in object {
             let Some(column) = <A::Entity as EntityTrait>::Column::iter().find(|c| c.as_str() == key) else {
-                let known: Vec<String> = <A::Entity as EntityTrait>::Column::iter()
-                    .map(|c| c.as_str().to_string())
-                    .collect();
+                let known: Vec<String> =
+                    <A::Entity as EntityTrait>::Column::iter().map(|c| c.as_str().to_string()).collect();
                 return Err(DbError::invalid(
                     format!("{table}.{key}"),
-                    format!(
-                        "row {i}: no such column in {table}; its columns are {}",
-                        known.join(", ")
-                    ),
+                    format!("row {i}: no such column in {table}; its columns are {}", known.join(", ")),
                 ));
             };
             let value = json_to_value(column.def().get_column_type(), json)
@@ -255,10 +245,7 @@ fn json_to_value(ty: &ColumnType, json: &Json) -> std::result::Result<Value, Str
 fn integer<T: TryFrom<i64>>(json: &Json) -> std::result::Result<T, String> {
     let n = match json {
         Json::Number(n) => n.as_i64().ok_or_else(|| format!("expected an integer, got {n}"))?,
-        Json::String(s) => s
-            .trim()
-            .parse::<i64>()
-            .map_err(|_| format!("expected an integer, got {s:?}"))?,
+        Json::String(s) => s.trim().parse::<i64>().map_err(|_| format!("expected an integer, got {s:?}"))?,
         other => return Err(format!("expected an integer, got {other}")),
     };
     T::try_from(n).map_err(|_| format!("{n} is out of range for this column"))
@@ -293,15 +280,9 @@ async fn resolve_keypair_owners(txn: &DatabaseTransaction, rows: &mut [Map<Strin
         let uuid = row.get("user").and_then(Json::as_str).map(str::to_string);
         match (email, uuid) {
             (Some(email), None) => {
-                let owner = user::Entity::find()
-                    .filter(user::Column::Email.eq(email.as_str()))
-                    .one(txn)
-                    .await?;
+                let owner = user::Entity::find().filter(user::Column::Email.eq(email.as_str())).one(txn).await?;
                 let owner = owner.ok_or_else(|| {
-                    DbError::invalid(
-                        "keypairs.user_id",
-                        format!("row {i}: no user has the e-mail address {email:?}"),
-                    )
+                    DbError::invalid("keypairs.user_id", format!("row {i}: no user has the e-mail address {email:?}"))
                 })?;
                 row.insert("user".into(), Json::String(owner.uuid.to_string()));
             }
@@ -329,10 +310,7 @@ async fn assign_main_access_keys(txn: &DatabaseTransaction, rows: &[Map<String, 
         };
         let Ok(owner) = Uuid::parse_str(owner) else { continue };
         user::Entity::update_many()
-            .set(user::ActiveModel {
-                main_access_key: Set(Some(access_key.clone())),
-                ..Default::default()
-            })
+            .set(user::ActiveModel { main_access_key: Set(Some(access_key.clone())), ..Default::default() })
             .filter(user::Column::Uuid.eq(owner))
             .filter(user::Column::MainAccessKey.is_null())
             .exec(txn)

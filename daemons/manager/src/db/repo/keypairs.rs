@@ -34,10 +34,7 @@ fn random_string(alphabet: &[u8], len: usize) -> String {
 /// upper-case letters and digits, the secret key 40 characters of the URL-safe base64
 /// alphabet (240 random bits, like the original's `token_urlsafe(30)`).
 pub fn generate_keypair() -> (String, String) {
-    (
-        format!("AKIA{}", random_string(ACCESS_KEY_ALPHABET, 16)),
-        random_string(SECRET_KEY_ALPHABET, 40),
-    )
+    (format!("AKIA{}", random_string(ACCESS_KEY_ALPHABET, 16)), random_string(SECRET_KEY_ALPHABET, 40))
 }
 
 /// Creates a keypair for the user `user_id` with a fresh random key pair and answers
@@ -51,15 +48,8 @@ pub async fn create_keypair(
     is_admin: bool,
     resource_policy: &str,
 ) -> Result<(String, String)> {
-    let owner = user::Entity::find_by_id(user_id)
-        .one(db)
-        .await?
-        .ok_or_else(|| DbError::not_found("user", user_id))?;
-    if keypair_resource_policy::Entity::find_by_id(resource_policy)
-        .one(db)
-        .await?
-        .is_none()
-    {
+    let owner = user::Entity::find_by_id(user_id).one(db).await?.ok_or_else(|| DbError::not_found("user", user_id))?;
+    if keypair_resource_policy::Entity::find_by_id(resource_policy).one(db).await?.is_none() {
         return Err(DbError::not_found("keypair resource policy", resource_policy));
     }
     // A collision among 36^16 keys is next to impossible; retry once anyway rather than fail.
@@ -107,10 +97,7 @@ pub async fn find_keypair_with_user(
     db: &impl ConnectionTrait,
     access_key: &str,
 ) -> Result<Option<(keypair::Model, user::Model)>> {
-    let found = keypair::Entity::find_by_id(access_key)
-        .find_also_related(user::Entity)
-        .one(db)
-        .await?;
+    let found = keypair::Entity::find_by_id(access_key).find_also_related(user::Entity).one(db).await?;
     match found {
         None => Ok(None),
         Some((keypair, Some(owner))) => Ok(Some((keypair, owner))),
@@ -131,10 +118,7 @@ pub async fn list_keypairs(db: &impl ConnectionTrait, user_id: Option<Uuid>) -> 
 /// Records that the keypair just signed a request (`last_used = now`).
 pub async fn touch_last_used(db: &impl ConnectionTrait, access_key: &str) -> Result<()> {
     let result = keypair::Entity::update_many()
-        .set(keypair::ActiveModel {
-            last_used: Set(Some(Utc::now())),
-            ..Default::default()
-        })
+        .set(keypair::ActiveModel { last_used: Set(Some(Utc::now())), ..Default::default() })
         .filter(keypair::Column::AccessKey.eq(access_key))
         .exec(db)
         .await?;
@@ -153,15 +137,9 @@ mod tests {
         let (ak, sk) = generate_keypair();
         assert_eq!(ak.len(), 20);
         assert!(ak.starts_with("AKIA"));
-        assert!(
-            ak[4..].bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()),
-            "{ak}"
-        );
+        assert!(ak[4..].bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()), "{ak}");
         assert_eq!(sk.len(), 40);
-        assert!(
-            sk.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
-            "{sk}"
-        );
+        assert!(sk.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{sk}");
         assert!(bai_core::AccessKey::new(ak.clone()).is_ok());
         assert_ne!(generate_keypair().0, ak);
     }

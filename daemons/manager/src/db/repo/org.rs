@@ -27,10 +27,7 @@ pub async fn get_domain(db: &impl ConnectionTrait, name: &str) -> Result<Option<
 
 /// Every domain, by name.
 pub async fn list_domains(db: &impl ConnectionTrait) -> Result<Vec<domain::Model>> {
-    Ok(domain::Entity::find()
-        .order_by_asc(domain::Column::Name)
-        .all(db)
-        .await?)
+    Ok(domain::Entity::find().order_by_asc(domain::Column::Name).all(db).await?)
 }
 
 /// Creates a group (project); a duplicate name within the domain is [`DbError::Conflict`],
@@ -60,9 +57,7 @@ pub async fn find_group_by_name(
 
 /// The groups of a domain (every group when `domain_name` is `None`), by domain and name.
 pub async fn list_groups(db: &impl ConnectionTrait, domain_name: Option<&str>) -> Result<Vec<group::Model>> {
-    let mut query = group::Entity::find()
-        .order_by_asc(group::Column::DomainName)
-        .order_by_asc(group::Column::Name);
+    let mut query = group::Entity::find().order_by_asc(group::Column::DomainName).order_by_asc(group::Column::Name);
     if let Some(domain_name) = domain_name {
         query = query.filter(group::Column::DomainName.eq(domain_name));
     }
@@ -72,10 +67,7 @@ pub async fn list_groups(db: &impl ConnectionTrait, domain_name: Option<&str>) -
 /// Makes `user_id` a member of `group_id`; adding an existing member is
 /// [`DbError::Conflict`], an unknown user or group [`DbError::Invalid`].
 pub async fn add_user_to_group(db: &impl ConnectionTrait, user_id: Uuid, group_id: Uuid) -> Result<()> {
-    let row = membership::ActiveModel {
-        user_id: Set(user_id),
-        group_id: Set(group_id),
-    };
+    let row = membership::ActiveModel { user_id: Set(user_id), group_id: Set(group_id) };
     insert_new(db, row, format!("membership of user {user_id} in group {group_id}")).await?;
     Ok(())
 }
@@ -87,10 +79,7 @@ pub async fn remove_user_from_group(db: &impl ConnectionTrait, user_id: Uuid, gr
 }
 
 fn membership_to_group() -> RelationDef {
-    membership::Entity::belongs_to(group::Entity)
-        .from(membership::Column::GroupId)
-        .to(group::Column::Id)
-        .into()
+    membership::Entity::belongs_to(group::Entity).from(membership::Column::GroupId).to(group::Column::Id).into()
 }
 
 /// The groups a user belongs to, by name.
@@ -105,10 +94,7 @@ pub async fn groups_of_user(db: &impl ConnectionTrait, user_id: Uuid) -> Result<
 
 /// Whether `user_id` is a member of `group_id`.
 pub async fn is_group_member(db: &impl ConnectionTrait, user_id: Uuid, group_id: Uuid) -> Result<bool> {
-    Ok(membership::Entity::find_by_id((user_id, group_id))
-        .one(db)
-        .await?
-        .is_some())
+    Ok(membership::Entity::find_by_id((user_id, group_id)).one(db).await?.is_some())
 }
 
 /// Creates a user; a duplicate e-mail address or username is [`DbError::Conflict`], an
@@ -126,10 +112,7 @@ pub async fn get_user(db: &impl ConnectionTrait, uuid: Uuid) -> Result<Option<us
 
 /// The user with this e-mail address.
 pub async fn find_user_by_email(db: &impl ConnectionTrait, email: &str) -> Result<Option<user::Model>> {
-    Ok(user::Entity::find()
-        .filter(user::Column::Email.eq(email))
-        .one(db)
-        .await?)
+    Ok(user::Entity::find().filter(user::Column::Email.eq(email)).one(db).await?)
 }
 
 /// The users of a domain (every user when `domain_name` is `None`), by e-mail address.
@@ -170,11 +153,7 @@ pub fn hash_password(password: &str) -> String {
     let mut salt = [0u8; 16];
     getrandom::fill(&mut salt).expect("the operating system's random generator failed");
     let hash = pbkdf2_sha256(password.as_bytes(), &salt, PASSWORD_ROUNDS);
-    format!(
-        "pbkdf2_sha256${PASSWORD_ROUNDS}${}${}",
-        hex::encode(salt),
-        hex::encode(hash)
-    )
+    format!("pbkdf2_sha256${PASSWORD_ROUNDS}${}${}", hex::encode(salt), hex::encode(hash))
 }
 
 /// Whether `password` matches a hash made by [`hash_password`] (compared in constant time).
@@ -203,10 +182,7 @@ mod tests {
     fn pbkdf2_matches_the_rfc_7914_vector() {
         // RFC 7914 §11: PBKDF2-HMAC-SHA256, P="passwd", S="salt", c=1.
         let out = pbkdf2_sha256(b"passwd", b"salt", 1);
-        assert_eq!(
-            hex::encode(out),
-            "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc"
-        );
+        assert_eq!(hex::encode(out), "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc");
     }
 
     #[test]

@@ -28,10 +28,7 @@ pub async fn get_keypair_resource_policy(
 
 /// Every keypair resource policy, by name.
 pub async fn list_keypair_resource_policies(db: &impl ConnectionTrait) -> Result<Vec<keypair_resource_policy::Model>> {
-    Ok(keypair_resource_policy::Entity::find()
-        .order_by_asc(keypair_resource_policy::Column::Name)
-        .all(db)
-        .await?)
+    Ok(keypair_resource_policy::Entity::find().order_by_asc(keypair_resource_policy::Column::Name).all(db).await?)
 }
 
 /// Creates a user resource policy; a duplicate name is
@@ -54,10 +51,7 @@ pub async fn get_user_resource_policy(
 
 /// Every user resource policy, by name.
 pub async fn list_user_resource_policies(db: &impl ConnectionTrait) -> Result<Vec<user_resource_policy::Model>> {
-    Ok(user_resource_policy::Entity::find()
-        .order_by_asc(user_resource_policy::Column::Name)
-        .all(db)
-        .await?)
+    Ok(user_resource_policy::Entity::find().order_by_asc(user_resource_policy::Column::Name).all(db).await?)
 }
 
 /// Creates a project resource policy; a duplicate name is
@@ -80,10 +74,7 @@ pub async fn get_project_resource_policy(
 
 /// Every project resource policy, by name.
 pub async fn list_project_resource_policies(db: &impl ConnectionTrait) -> Result<Vec<project_resource_policy::Model>> {
-    Ok(project_resource_policy::Entity::find()
-        .order_by_asc(project_resource_policy::Column::Name)
-        .all(db)
-        .await?)
+    Ok(project_resource_policy::Entity::find().order_by_asc(project_resource_policy::Column::Name).all(db).await?)
 }
 
 /// Creates a resource preset; a duplicate name is
@@ -139,10 +130,7 @@ pub async fn find_image(
     if direct.is_some() {
         return Ok(direct);
     }
-    let Some(alias) = image_alias::Entity::find()
-        .filter(image_alias::Column::Alias.eq(name_or_alias))
-        .one(db)
-        .await?
+    let Some(alias) = image_alias::Entity::find().filter(image_alias::Column::Alias.eq(name_or_alias)).one(db).await?
     else {
         return Ok(None);
     };

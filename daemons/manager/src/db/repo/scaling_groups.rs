@@ -42,16 +42,8 @@ pub async fn associate_scaling_group_with_domain(
     scaling_group: &str,
     domain: &str,
 ) -> Result<()> {
-    let row = sgroups_for_domains::ActiveModel {
-        scaling_group: Set(scaling_group.into()),
-        domain: Set(domain.into()),
-    };
-    insert_new(
-        db,
-        row,
-        format!("association of scaling group {scaling_group} with domain {domain}"),
-    )
-    .await?;
+    let row = sgroups_for_domains::ActiveModel { scaling_group: Set(scaling_group.into()), domain: Set(domain.into()) };
+    insert_new(db, row, format!("association of scaling group {scaling_group} with domain {domain}")).await?;
     Ok(())
 }
 
@@ -61,16 +53,8 @@ pub async fn associate_scaling_group_with_group(
     scaling_group: &str,
     group: Uuid,
 ) -> Result<()> {
-    let row = sgroups_for_groups::ActiveModel {
-        scaling_group: Set(scaling_group.into()),
-        group: Set(group),
-    };
-    insert_new(
-        db,
-        row,
-        format!("association of scaling group {scaling_group} with group {group}"),
-    )
-    .await?;
+    let row = sgroups_for_groups::ActiveModel { scaling_group: Set(scaling_group.into()), group: Set(group) };
+    insert_new(db, row, format!("association of scaling group {scaling_group} with group {group}")).await?;
     Ok(())
 }
 
@@ -84,12 +68,7 @@ pub async fn associate_scaling_group_with_keypair(
         scaling_group: Set(scaling_group.into()),
         access_key: Set(access_key.into()),
     };
-    insert_new(
-        db,
-        row,
-        format!("association of scaling group {scaling_group} with keypair {access_key}"),
-    )
-    .await?;
+    insert_new(db, row, format!("association of scaling group {scaling_group} with keypair {access_key}")).await?;
     Ok(())
 }
 
@@ -102,18 +81,12 @@ pub async fn allowed_scaling_groups(
     access_key: &str,
 ) -> Result<Vec<scaling_group::Model>> {
     let mut names = BTreeSet::new();
-    for row in sgroups_for_domains::Entity::find()
-        .filter(sgroups_for_domains::Column::Domain.eq(domain))
-        .all(db)
-        .await?
+    for row in
+        sgroups_for_domains::Entity::find().filter(sgroups_for_domains::Column::Domain.eq(domain)).all(db).await?
     {
         names.insert(row.scaling_group);
     }
-    for row in sgroups_for_groups::Entity::find()
-        .filter(sgroups_for_groups::Column::Group.eq(group))
-        .all(db)
-        .await?
-    {
+    for row in sgroups_for_groups::Entity::find().filter(sgroups_for_groups::Column::Group.eq(group)).all(db).await? {
         names.insert(row.scaling_group);
     }
     for row in sgroups_for_keypairs::Entity::find()

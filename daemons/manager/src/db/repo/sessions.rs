@@ -63,10 +63,7 @@ pub async fn insert_session_with_kernels<C: ConnectionTrait + TransactionTrait>(
     }
     let mains = kernel_rows.iter().filter(|k| k.cluster_role.as_ref() == "main").count();
     if mains != 1 {
-        return Err(DbError::invalid(
-            "kernels",
-            format!("a session needs exactly one main kernel, got {mains}"),
-        ));
+        return Err(DbError::invalid("kernels", format!("a session needs exactly one main kernel, got {mains}")));
     }
     if sum_requested {
         let total: ResourceSlot = kernel_rows.iter().map(|k| &k.requested_slots.as_ref().0).sum();
@@ -154,26 +151,15 @@ pub async fn match_sessions(
         scope = scope.add(not_dead());
     }
     let newest_first = |q: sea_orm::Select<session::Entity>| {
-        q.order_by_desc(session::Column::CreatedAt)
-            .order_by_desc(session::Column::Id)
+        q.order_by_desc(session::Column::CreatedAt).order_by_desc(session::Column::Id)
     };
     if let Ok(id) = Uuid::parse_str(reference.trim()) {
-        let by_id = session::Entity::find()
-            .filter(scope.clone())
-            .filter(session::Column::Id.eq(id))
-            .all(db)
-            .await?;
+        let by_id = session::Entity::find().filter(scope.clone()).filter(session::Column::Id.eq(id)).all(db).await?;
         if !by_id.is_empty() {
             return Ok(by_id);
         }
     }
-    Ok(newest_first(
-        session::Entity::find()
-            .filter(scope)
-            .filter(session::Column::Name.eq(reference)),
-    )
-    .all(db)
-    .await?)
+    Ok(newest_first(session::Entity::find().filter(scope).filter(session::Column::Name.eq(reference))).all(db).await?)
 }
 
 /// The one live session `reference` (a name or an id) designates among `access_key`'s
@@ -188,9 +174,7 @@ pub async fn find_session_by_name_or_id(
     match matches.len() {
         0 => Err(DbError::not_found("session", reference)),
         1 => Ok(matches.remove(0)),
-        n => Err(DbError::conflict(format!(
-            "{n} sessions match {reference:?}; use the session id"
-        ))),
+        n => Err(DbError::conflict(format!("{n} sessions match {reference:?}; use the session id"))),
     }
 }
 
@@ -213,14 +197,7 @@ pub struct SessionFilter {
 
 impl Default for SessionFilter {
     fn default() -> Self {
-        Self {
-            access_key: None,
-            domain_name: None,
-            group_id: None,
-            statuses: Vec::new(),
-            limit: 20,
-            offset: 0,
-        }
+        Self { access_key: None, domain_name: None, group_id: None, statuses: Vec::new(), limit: 20, offset: 0 }
     }
 }
 
@@ -314,14 +291,10 @@ async fn change_session_status(
     check: Check,
 ) -> Result<session::Model> {
     for _ in 0..3 {
-        let mut row = get_session(db, id)
-            .await?
-            .ok_or_else(|| DbError::not_found("session", id))?;
+        let mut row = get_session(db, id).await?.ok_or_else(|| DbError::not_found("session", id))?;
         let from = row.status.0;
         if check == Check::Map && from.transition(to).is_err() {
-            return Err(DbError::conflict(format!(
-                "session {id}: illegal status transition from {from} to {to}"
-            )));
+            return Err(DbError::conflict(format!("session {id}: illegal status transition from {from} to {to}")));
         }
         let now = Utc::now();
         row.status = Wire(to);
@@ -355,9 +328,7 @@ async fn change_session_status(
             return Ok(row);
         }
     }
-    Err(DbError::conflict(format!(
-        "session {id}: its status kept changing concurrently"
-    )))
+    Err(DbError::conflict(format!("session {id}: its status kept changing concurrently")))
 }
 
 /// Moves a session to `to` if the original's session transition map allows it from the
@@ -398,14 +369,10 @@ async fn change_kernel_status(
     check: Check,
 ) -> Result<kernel::Model> {
     for _ in 0..3 {
-        let mut row = get_kernel(db, id)
-            .await?
-            .ok_or_else(|| DbError::not_found("kernel", id))?;
+        let mut row = get_kernel(db, id).await?.ok_or_else(|| DbError::not_found("kernel", id))?;
         let from = row.status.0;
         if check == Check::Map && from.transition(to).is_err() {
-            return Err(DbError::conflict(format!(
-                "kernel {id}: illegal status transition from {from} to {to}"
-            )));
+            return Err(DbError::conflict(format!("kernel {id}: illegal status transition from {from} to {to}")));
         }
         let now = Utc::now();
         row.status = Wire(to);
@@ -439,9 +406,7 @@ async fn change_kernel_status(
             return Ok(row);
         }
     }
-    Err(DbError::conflict(format!(
-        "kernel {id}: its status kept changing concurrently"
-    )))
+    Err(DbError::conflict(format!("kernel {id}: its status kept changing concurrently")))
 }
 
 /// Moves a kernel to `to` if the original's kernel transition map allows it; otherwise
@@ -480,9 +445,7 @@ pub async fn assign_kernel_agent(
         .one(db)
         .await?
         .ok_or_else(|| DbError::not_found("agent", agent_id))?;
-    let mut row = get_kernel(db, kernel_id)
-        .await?
-        .ok_or_else(|| DbError::not_found("kernel", kernel_id))?;
+    let mut row = get_kernel(db, kernel_id).await?.ok_or_else(|| DbError::not_found("kernel", kernel_id))?;
     row.agent = Some(target.id.clone());
     row.agent_addr = Some(target.addr.clone());
     row.scaling_group = Some(target.scaling_group.clone());
@@ -501,10 +464,7 @@ pub async fn assign_kernel_agent(
         if !ids.contains(&target.id) {
             ids.push(target.id.clone());
             session::Entity::update_many()
-                .set(session::ActiveModel {
-                    agent_ids: Set(Some(JsonOf(ids))),
-                    ..Default::default()
-                })
+                .set(session::ActiveModel { agent_ids: Set(Some(JsonOf(ids))), ..Default::default() })
                 .filter(session::Column::Id.eq(session.id))
                 .exec(db)
                 .await?;
