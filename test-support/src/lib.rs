@@ -5,6 +5,10 @@
 //! `scripts/test` sets. [`service_env`] decides what happens when it is missing: the test
 //! skips with a printed reason, unless `BAI_REQUIRE_SERVICES=1` (set by `scripts/test`), in
 //! which case it fails.
+//!
+//! [`openmetrics`] parses `/metrics` scrapes.
+
+pub mod openmetrics;
 
 /// The value of `var`; `None` (with the reason on stderr) when it is unset and services are
 /// optional.

@@ -488,104 +488,12 @@ pub async fn serve(
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    use bai_test_support::openmetrics::parse;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    /// One sample line: `name{labels} value`.
-    #[derive(Debug, Clone)]
-    struct Sample {
-        name: String,
-        labels: BTreeMap<String, String>,
-        value: f64,
-    }
-
-    /// The parsed exposition: `# TYPE` lines and samples.
-    #[derive(Debug, Default)]
-    struct Exposition {
-        types: BTreeMap<String, String>,
-        samples: Vec<Sample>,
-    }
-
-    impl Exposition {
-        fn named(&self, name: &str) -> Vec<&Sample> {
-            self.samples.iter().filter(|s| s.name == name).collect()
-        }
-
-        fn one(&self, name: &str) -> &Sample {
-            let found = self.named(name);
-            assert_eq!(found.len(), 1, "{name}: {found:?}");
-            found[0]
-        }
-    }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
-    }
-
-    /// Parses the label set after `{` up to and including `}`; returns it and the rest.
-    fn parse_labels(mut s: &str) -> (BTreeMap<String, String>, &str) {
-        let mut out = BTreeMap::new();
-        loop {
-            if let Some(rest) = s.strip_prefix('}') {
-                return (out, rest);
-            }
-            if let Some(rest) = s.strip_prefix(',') {
-                s = rest;
-                continue;
-            }
-            let eq = s.find("=\"").expect("label without =\"");
-            let key = s[..eq].to_owned();
-            assert!(
-                !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-                "bad label name {key:?}"
-            );
-            let mut value = String::new();
-            let mut chars = s[eq + 2..].char_indices();
-            let end = loop {
-                let (i, c) = chars.next().expect("unterminated label value");
-                match c {
-                    '"' => break eq + 2 + i + 1,
-                    '\\' => match chars.next().expect("dangling escape").1 {
-                        'n' => value.push('\n'),
-                        c @ ('\\' | '"') => value.push(c),
-                        c => panic!("bad escape \\{c}"),
-                    },
-                    '\n' => panic!("raw newline in label value"),
-                    c => value.push(c),
-                }
-            };
-            assert!(out.insert(key.clone(), value).is_none(), "duplicate label {key}");
-            s = &s[end..];
-        }
-    }
-
-    fn parse(text: &str) -> Exposition {
-        let mut exposition = Exposition::default();
-        assert!(text.ends_with("# EOF\n"), "no # EOF at the end");
-        for line in text.lines() {
-            if line == "# EOF" || line.starts_with("# HELP ") || line.starts_with("# UNIT ") {
-                continue;
-            }
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let (name, kind) = rest.split_once(' ').expect("TYPE line");
-                assert!(exposition.types.insert(name.to_owned(), kind.to_owned()).is_none(), "duplicate TYPE {name}");
-                continue;
-            }
-            assert!(!line.starts_with('#'), "unexpected comment {line}");
-            let name_end = line.find(['{', ' ']).expect("sample line");
-            let name = line[..name_end].to_owned();
-            let (labels, rest) = match line[name_end..].strip_prefix('{') {
-                Some(rest) => parse_labels(rest),
-                None => (BTreeMap::new(), &line[name_end..]),
-            };
-            let value = rest.strip_prefix(' ').expect("space before value");
-            let value = match value {
-                "+Inf" => f64::INFINITY,
-                "-Inf" => f64::NEG_INFINITY,
-                v => v.parse().unwrap_or_else(|_| panic!("bad value {v:?}")),
-            };
-            exposition.samples.push(Sample { name, labels, value });
-        }
-        exposition
     }
 
     fn kernel(id: &str) -> KernelMetricLabels {

@@ -9,103 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bai_test_support::openmetrics::{parse, Exposition, Sample};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// One sample line: `name{labels} value`.
-#[derive(Debug, Clone)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-/// The parsed exposition: `# TYPE` lines and samples.
-#[derive(Debug, Default)]
-struct Exposition {
-    types: BTreeMap<String, String>,
-    samples: Vec<Sample>,
-}
-
-impl Exposition {
-    fn named(&self, name: &str) -> Vec<&Sample> {
-        self.samples.iter().filter(|s| s.name == name).collect()
-    }
-
-    fn find(&self, name: &str, pairs: &[(&str, &str)]) -> Vec<&Sample> {
-        self.named(name)
-            .into_iter()
-            .filter(|s| pairs.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
-            .collect()
-    }
-}
-
-/// Parses the label set after `{` up to and including `}`; returns it and the rest.
-fn parse_labels(mut s: &str) -> (BTreeMap<String, String>, &str) {
-    let mut out = BTreeMap::new();
-    loop {
-        if let Some(rest) = s.strip_prefix('}') {
-            return (out, rest);
-        }
-        if let Some(rest) = s.strip_prefix(',') {
-            s = rest;
-            continue;
-        }
-        let eq = s.find("=\"").expect("label without =\"");
-        let key = s[..eq].to_owned();
-        assert!(
-            !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-            "bad label name {key:?}"
-        );
-        let mut value = String::new();
-        let mut chars = s[eq + 2..].char_indices();
-        let end = loop {
-            let (i, c) = chars.next().expect("unterminated label value");
-            match c {
-                '"' => break eq + 2 + i + 1,
-                '\\' => match chars.next().expect("dangling escape").1 {
-                    'n' => value.push('\n'),
-                    c @ ('\\' | '"') => value.push(c),
-                    c => panic!("bad escape \\{c}"),
-                },
-                '\n' => panic!("raw newline in label value"),
-                c => value.push(c),
-            }
-        };
-        assert!(out.insert(key.clone(), value).is_none(), "duplicate label {key}");
-        s = &s[end..];
-    }
-}
-
-fn parse(text: &str) -> Exposition {
-    let mut exposition = Exposition::default();
-    assert!(text.ends_with("# EOF\n"), "no # EOF at the end");
-    for line in text.lines() {
-        if line == "# EOF" || line.starts_with("# HELP ") || line.starts_with("# UNIT ") {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').expect("TYPE line");
-            assert!(exposition.types.insert(name.to_owned(), kind.to_owned()).is_none(), "duplicate TYPE {name}");
-            continue;
-        }
-        assert!(!line.starts_with('#'), "unexpected comment {line}");
-        let name_end = line.find(['{', ' ']).expect("sample line");
-        let name = line[..name_end].to_owned();
-        let (labels, rest) = match line[name_end..].strip_prefix('{') {
-            Some(rest) => parse_labels(rest),
-            None => (BTreeMap::new(), &line[name_end..]),
-        };
-        let value = rest.strip_prefix(' ').expect("space before value");
-        let value = match value {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            v => v.parse().unwrap_or_else(|_| panic!("bad value {v:?}")),
-        };
-        exposition.samples.push(Sample { name, labels, value });
-    }
-    exposition
-}
 
 /// A plain GET over raw TCP: (status line, head, body).
 async fn http_get(addr: SocketAddr, path: &str) -> (String, String, String) {
@@ -116,22 +22,12 @@ async fn http_get(addr: SocketAddr, path: &str) -> (String, String, String) {
     stream.read_to_end(&mut response).await.expect("read");
     let text = String::from_utf8(response).expect("utf-8 response");
     let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
-    let body =
-        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        common::dechunk(body)
+    } else {
+        body.to_owned()
+    };
     (head.lines().next().unwrap_or_default().to_owned(), head.to_owned(), body)
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 const DURATION_BUCKETS: [&str; 10] = ["0.001", "0.01", "0.1", "0.5", "1.0", "2.0", "5.0", "10.0", "30.0", "+Inf"];

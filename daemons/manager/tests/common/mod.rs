@@ -178,7 +178,8 @@ pub async fn request(
     Reply { status, headers, body }
 }
 
-fn dechunk(mut body: &str) -> String {
+/// Joins the chunks of a `Transfer-Encoding: chunked` body.
+pub fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
         let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
