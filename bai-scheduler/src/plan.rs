@@ -186,19 +186,39 @@ impl Plan {
     /// `None` for a session this plan did not see.
     pub fn explain(&self, session: SessionId) -> Option<String> {
         if let Some(p) = self.placement(session) {
-            let mut agents: Vec<&str> = p.kernels.iter().map(|k| k.agent_id.as_str()).collect();
-            agents.dedup();
-            return Some(format!(
-                "Scheduled: {} kernel(s) on {} in scaling group {:?}.",
-                p.kernels.len(),
-                agents.join(", "),
-                p.scaling_group
-            ));
+            return Some(p.explain());
         }
         if let Some(c) = self.cancellations.iter().find(|c| c.session_id == session) {
-            return Some(format!("Cancelled ({}).", c.reason));
+            return Some(c.explain());
         }
         self.reason(session).map(explain_reason)
+    }
+
+    /// The sentence of [`Plan::explain`] for every session of the plan, in one pass: placements
+    /// first, then blocked sessions, then cancellations, each in the plan's order. Use it rather
+    /// than calling `explain` per session, which searches the plan each time.
+    pub fn explanations(&self) -> Vec<(SessionId, String)> {
+        let placed = self.placements.iter().map(|p| (p.session_id, p.explain()));
+        let blocked = self.blocked.iter().map(|b| (b.session_id, explain_reason(&b.reason)));
+        let cancelled = self.cancellations.iter().map(|c| (c.session_id, c.explain()));
+        placed.chain(blocked).chain(cancelled).collect()
+    }
+}
+
+impl Placement {
+    /// One human sentence: how many kernels go where, e.g.
+    /// `Scheduled: 2 kernel(s) on i-1, i-2 in scaling group "default".`
+    pub fn explain(&self) -> String {
+        let mut agents: Vec<&str> = self.kernels.iter().map(|k| k.agent_id.as_str()).collect();
+        agents.dedup();
+        format!("Scheduled: {} kernel(s) on {} in scaling group {:?}.", self.kernels.len(), agents.join(", "), self.scaling_group)
+    }
+}
+
+impl Cancellation {
+    /// One human sentence, e.g. `Cancelled (pending-timeout).`
+    pub fn explain(&self) -> String {
+        format!("Cancelled ({}).", self.reason)
     }
 }
 

@@ -191,6 +191,25 @@ fn pending_timeout_cancels_old_sessions() {
 }
 
 #[test]
+fn explanations_cover_every_session_once_with_the_sentences_of_explain() {
+    let mut h = Harness::new();
+    h.agent("i-001", "sg", &[("cpu", "2")]);
+    h.session("ak", "sg", &[("cpu", "1")]); // placed
+    h.session("ak", "sg", &[("cpu", "4")]); // blocked: no agent has 4 CPUs
+    h.session("ak", "sg", &[("cpu", "1")]).created_at = epoch() - TimeDelta::days(3); // cancelled
+    h.config.default.pending_timeout = Some(TimeDelta::days(2));
+    let plan = h.plan();
+    let all = plan.explanations();
+    assert_eq!(all.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![sid(0), sid(1), sid(2)]);
+    for (id, text) in &all {
+        assert_eq!(Some(text), plan.explain(*id).as_ref());
+    }
+    assert_eq!(all[0].1, "Scheduled: 1 kernel(s) on i-001 in scaling group \"sg\".");
+    assert!(all[1].1.starts_with("Waiting: it needs {cpu: 4}"), "{}", all[1].1);
+    assert_eq!(all[2].1, "Cancelled (pending-timeout).");
+}
+
+#[test]
 fn designated_agent_with_odd_capacities_never_panics() {
     for (capacity, placed) in [
         (None, false),
