@@ -103,6 +103,23 @@ impl ProcessRuntime {
         })
     }
 
+    /// Kills (SIGKILL, whole process group) every container still running under `root`.
+    ///
+    /// Kernels outlive their agent by design; this is for throwaway roots — tests and
+    /// in-process clusters that must leave nothing behind.
+    /// Entries that are not containers are skipped; the records stay for the runtime to reap.
+    pub fn kill_all(root: &Path) {
+        let Ok(entries) = std::fs::read_dir(root) else { return };
+        for entry in entries.flatten() {
+            let Ok(text) = std::fs::read_to_string(entry.path().join("record.json")) else { continue };
+            let Ok(record) = serde_json::from_str::<Record>(&text) else { continue };
+            let Some(pid) = record.pid.filter(|p| *p > 1 && Self::is_alive(*p)) else { continue };
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+
     /// Whether containers get a memory limit through the cgroup hierarchy on this host.
     pub fn limits_memory(&self) -> bool {
         self.memory_cgroup.is_some()

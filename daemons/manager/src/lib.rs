@@ -4,8 +4,9 @@
 //! WebSocket, the storage side channel) → services ([`sessions`], [`manager`] with the
 //! [`scheduler`] loop and [`lifecycle`] event handling, [`storage`]) → [`db`] (repositories over
 //! sea-orm entities, PostgreSQL or SQLite). [`server`] composes a running manager (optionally
-//! with an embedded agent), [`cli`] is the command line, [`metrics`] the Prometheus endpoint and
-//! [`agent_client`] the agents' RPC clients. See docs/ARCHITECTURE.md for the invariants.
+//! with an embedded agent), [`local`] a self-contained one in a directory, [`cli`] is the
+//! command line, [`metrics`] the Prometheus endpoint and [`agent_client`] the agents' RPC
+//! clients. See docs/ARCHITECTURE.md for the invariants.
 
 pub mod agent_client;
 pub mod api;
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod lifecycle;
+pub mod local;
 pub mod manager;
 pub mod metrics;
 pub mod scheduler;

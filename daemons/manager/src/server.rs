@@ -37,6 +37,9 @@ pub enum StartError {
     /// The embedded agent.
     #[error("embedded agent: {0}")]
     Agent(#[from] bai_agent::AgentError),
+    /// The embedded agent did not register with the manager in time.
+    #[error("the embedded agent did not register within 10 s")]
+    AgentNotRegistered,
     /// A listener.
     #[error("cannot listen on {addr}: {reason}")]
     Listen {

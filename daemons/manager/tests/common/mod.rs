@@ -17,98 +17,27 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The example fixture's keypairs: (access key, secret key).
-pub const ADMIN: (&str, &str) = ("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
+pub const ADMIN: (&str, &str) = bai_manager::local::EXAMPLE_ADMIN;
 /// The regular user of the example fixture.
-pub const USER: (&str, &str) = ("AKIANABBDUSEREXAMPLE", "C8qnIo29EZvXkPK_MXcuAakYTy4NYrxwmCEyNPlf");
+pub const USER: (&str, &str) = bai_manager::local::EXAMPLE_USER;
 /// The example fixture.
-pub const FIXTURE: &str = include_str!("../../fixtures/example-users.json");
+pub const FIXTURE: &str = bai_manager::local::EXAMPLE_FIXTURE;
 
 /// The storage-token secret of [`all_in_one`] managers (their folders live in `<dir>/vfolders`).
-pub const STORAGE_SECRET: &str = "test-storage-secret";
+pub const STORAGE_SECRET: &str = bai_manager::local::STORAGE_SECRET;
 
-/// A running all-in-one manager whose kernels (local processes, which outlive an agent by
-/// design) are killed when the test is done with it — by `shutdown` or by being dropped.
-pub struct AllInOne {
-    inner: Option<RunningManager>,
-    process_root: std::path::PathBuf,
-}
-
-impl std::ops::Deref for AllInOne {
-    type Target = RunningManager;
-    fn deref(&self) -> &RunningManager {
-        self.inner.as_ref().expect("running")
-    }
-}
-
-impl std::ops::DerefMut for AllInOne {
-    fn deref_mut(&mut self) -> &mut RunningManager {
-        self.inner.as_mut().expect("running")
-    }
-}
-
-impl AllInOne {
-    /// Stops the manager and its agent, then kills the kernels' processes.
-    pub async fn shutdown(mut self) {
-        if let Some(running) = self.inner.take() {
-            running.shutdown().await;
-        }
-        kill_process_kernels(&self.process_root);
-    }
-}
-
-impl Drop for AllInOne {
-    fn drop(&mut self) {
-        kill_process_kernels(&self.process_root);
-    }
-}
+/// A running all-in-one manager whose kernels are killed when the test is done with it.
+pub type AllInOne = bai_manager::local::LocalManager;
 
 /// Kills the process group of every kernel the process backend recorded under `root`.
 pub fn kill_process_kernels(root: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(root) else { return };
-    for entry in entries.flatten() {
-        let Ok(text) = std::fs::read_to_string(entry.path().join("record.json")) else { continue };
-        let Ok(record) = serde_json::from_str::<Value>(&text) else { continue };
-        if let Some(pid) = record["pid"].as_i64().and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 1) {
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-        }
-    }
+    bai_agent_runtime::runtime::process::ProcessRuntime::kill_all(root)
 }
 
 /// An all-in-one manager in `dir` with an embedded agent on the process backend (kernels run
 /// the host's programs; use image `host`).
 pub async fn all_in_one(dir: &std::path::Path) -> AllInOne {
-    let mut config = ManagerConfig::default();
-    config.manager.api_listen = "127.0.0.1:0".parse().unwrap();
-    config.manager.metrics_listen = "127.0.0.1:0".parse().unwrap();
-    config.manager.schedule_interval = 0.2;
-    config.db.url = format!("sqlite://{}?mode=rwc", dir.join("manager.db").display());
-    config.events.backend = EventBackend::Memory;
-    config.storage.root = dir.join("vfolders");
-    config.storage.token_secret = Some(STORAGE_SECRET.to_string());
-    let mut agent = AgentConfig::default();
-    agent.agent.id = format!("i-aio-{}", std::process::id());
-    agent.agent.rpc_listen = "127.0.0.1:0".parse().unwrap();
-    agent.agent.metrics_listen = "127.0.0.1:0".parse().unwrap();
-    agent.agent.heartbeat_interval = 0.2;
-    agent.events.backend = AgentEvents::Memory;
-    agent.container.backend = ContainerBackend::Process;
-    agent.container.process_root = dir.join("process");
-    agent.container.scratch_root = dir.join("scratch");
-    agent.container.scratch_type = ScratchType::Hostdir;
-    agent.resource.reserved_cpu = rust_decimal::Decimal::ZERO;
-    agent.resource.reserved_mem = "256m".parse().unwrap();
-    let options = StartOptions { embedded_agent: Some(agent), fixture: Some(FIXTURE.to_string()) };
-    let running = server::start(config, options).await.expect("all-in-one manager");
-    // Wait for the agent's first heartbeat to register it.
-    let db = running.manager.db().clone();
-    for _ in 0..100 {
-        if !bai_manager::db::repo::list_agents(&db, None, Some(bai_core::AgentStatus::Alive)).await.unwrap().is_empty()
-        {
-            return AllInOne { inner: Some(running), process_root: dir.join("process") };
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("the embedded agent did not register within 10 s");
+    bai_manager::local::LocalManager::start(dir).await.expect("all-in-one manager")
 }
 
 /// A response: status, lower-cased headers, body.
