@@ -195,7 +195,7 @@ pub struct SessionCreated {
     #[serde(default = "running")]
     pub status: String,
     /// The services it exposes.
-    #[serde(default, alias = "service_ports")]
+    #[serde(default)]
     pub service_ports: Vec<ServicePort>,
     /// `false` when an existing session was reused.
     #[serde(default = "yes")]

@@ -33,13 +33,13 @@ pub struct VFolder {
     #[serde(default)]
     pub status: Option<String>,
     /// `user` or `group` (project).
-    #[serde(default, alias = "ownership_type", rename = "type")]
+    #[serde(default, rename = "type")]
     pub ownership_type: Option<String>,
     /// Whether the requester owns it.
     #[serde(default)]
     pub is_owner: bool,
     /// Number of files (when the server reports it).
-    #[serde(default, alias = "numFiles")]
+    #[serde(default, rename = "numFiles")]
     pub num_files: Option<u64>,
     /// Bytes used (when the server reports it).
     #[serde(default)]
