@@ -146,12 +146,20 @@ impl fmt::Debug for Credential {
 pub trait KeypairStore: Send + Sync + 'static {
     /// The keypair with this access key, active or not; `None` when there is none.
     async fn lookup(&self, access_key: &str) -> Result<Option<Credential>, ApiError>;
+
+    /// Forgets anything remembered about `access_key`, after the keypair or its user changed
+    /// (a cache drops its entry; a store without one does nothing).
+    fn invalidate(&self, _access_key: &str) {}
 }
 
 #[async_trait]
 impl<T: KeypairStore + ?Sized> KeypairStore for Arc<T> {
     async fn lookup(&self, access_key: &str) -> Result<Option<Credential>, ApiError> {
         (**self).lookup(access_key).await
+    }
+
+    fn invalidate(&self, access_key: &str) {
+        (**self).invalidate(access_key)
     }
 }
 
@@ -292,6 +300,11 @@ impl<S: KeypairStore> KeypairStore for CachedKeypairs<S> {
             entries.insert(access_key.to_string(), (now + ttl, found.clone()));
         }
         Ok(found)
+    }
+
+    fn invalidate(&self, access_key: &str) {
+        self.lock().remove(access_key);
+        self.inner.invalidate(access_key);
     }
 }
 

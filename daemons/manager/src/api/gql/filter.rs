@@ -447,6 +447,8 @@ pub enum Kind {
     TimeText,
     /// A UUID column.
     Uuid,
+    /// A boolean column (`true`/`false`, compared with `==` and `!=`).
+    Bool,
     /// An enumeration stored by wire name: the function maps what the user wrote to the
     /// stored text, or says what was expected.
     Enum(fn(&str) -> Result<String, String>),
@@ -538,6 +540,10 @@ fn scalar(kind: Kind, field: &str, value: &Literal) -> Result<Value, String> {
             Literal::Str(s) => uuid::Uuid::parse_str(s.trim()).map(Value::from).map_err(|_| wrong("a UUID string")),
             _ => Err(wrong("a UUID string")),
         },
+        Kind::Bool => match value {
+            Literal::Bool(b) => Ok((*b).into()),
+            _ => Err(wrong("true or false")),
+        },
         Kind::Enum(to_wire) => match value {
             Literal::Str(s) => to_wire(s).map(Value::from).map_err(|e| format!("{field}: {e}")),
             _ => Err(wrong("a string")),
@@ -552,6 +558,8 @@ fn compare(lhs: SimpleExpr, spec: &FieldSpec, op: Op, value: &Literal) -> Result
     match (op, value) {
         (Op::Eq | Op::Is, Literal::Null) => return Ok(lhs.is_null()),
         (Op::Ne | Op::IsNot, Literal::Null) => return Ok(lhs.is_not_null()),
+        (Op::Is, Literal::Bool(b)) if matches!(spec.kind, Kind::Bool) => return Ok(lhs.eq(*b)),
+        (Op::IsNot, Literal::Bool(b)) if matches!(spec.kind, Kind::Bool) => return Ok(lhs.ne(*b)),
         (Op::Is | Op::IsNot, _) => {
             return Err(format!("{field}: `{}` takes null (this field is not a boolean)", op.as_str()))
         }
@@ -571,7 +579,7 @@ fn compare(lhs: SimpleExpr, spec: &FieldSpec, op: Op, value: &Literal) -> Result
         }
         Op::Eq => lhs.eq(scalar(spec.kind, field, value)?),
         Op::Ne => lhs.ne(scalar(spec.kind, field, value)?),
-        Op::Gt | Op::Ge | Op::Lt | Op::Le if matches!(spec.kind, Kind::Uuid | Kind::Enum(_)) => {
+        Op::Gt | Op::Ge | Op::Lt | Op::Le if matches!(spec.kind, Kind::Uuid | Kind::Bool | Kind::Enum(_)) => {
             return Err(format!("{field}: `{}` does not apply to this field", op.as_str()));
         }
         Op::Gt => lhs.gt(scalar(spec.kind, field, value)?),

@@ -1,13 +1,17 @@
 //! Keypairs: the root `keypair(domain_name, access_key)` (no arguments: the caller's own
-//! keypair, which `ps`/`session list` read first to know whether to show the owner column)
-//! and the types `KeyPair` and `UserInfo`.
+//! keypair, which `ps`/`session list` read first to know whether to show the owner column),
+//! `keypair_list(…)` for administrators (`admin keypair list`: a domain admin lists the
+//! keypairs of their domain, a superadmin any), and the types `KeyPair`, `KeyPairList` and
+//! `UserInfo`.
 
 use async_graphql::{Context, Object, Result, ID};
 use bai_core::SessionStatus;
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter};
 
+use super::agent::{filter_and_order, page_bounds};
+use super::filter::{column, FieldSpec, Kind, Target};
 use super::scalars::{DateTime, Uuid};
-use super::{db_error, scoped, GqlContext, UserKey};
+use super::{db_error, require_admin, scoped, GqlContext, UserKey};
 use crate::db::entities::{keypair, session, user};
 use crate::db::repo;
 use crate::db::types::Wire;
@@ -18,6 +22,13 @@ pub struct KeyPair {
     row: keypair::Model,
     owner: Option<user::Model>,
     projects: Vec<String>,
+}
+
+impl KeyPair {
+    /// A keypair with its owner and the names of the owner's groups.
+    pub(crate) fn new(row: keypair::Model, owner: Option<user::Model>, projects: Vec<String>) -> Self {
+        KeyPair { row, owner, projects }
+    }
 }
 
 #[Object(name = "KeyPair", serial, rename_fields = "snake_case", rename_args = "snake_case")]
@@ -145,6 +156,49 @@ impl UserInfo {
     }
 }
 
+/// A page of keypairs and how many match in all.
+#[derive(Debug)]
+pub struct KeyPairList {
+    items: Vec<KeyPair>,
+    total_count: i32,
+}
+
+#[Object(name = "KeyPairList", serial, rename_fields = "snake_case", rename_args = "snake_case")]
+impl KeyPairList {
+    /// The page.
+    async fn items(&self) -> &[KeyPair] {
+        &self.items
+    }
+    /// How many keypairs match in all.
+    async fn total_count(&self) -> i32 {
+        self.total_count
+    }
+}
+
+/// The fields `keypair_list` can filter and order by (the original's).
+pub fn keypair_fields() -> Vec<FieldSpec> {
+    use keypair::Column as C;
+    let col = |c: C| Target::Column(column(keypair::Entity, c));
+    let spec = |name, kind, target| FieldSpec { name, kind, target };
+    let owner =
+        |value| Target::Related { outer: column(keypair::Entity, C::User), table: "users", key: "uuid", column: value };
+    vec![
+        spec("access_key", Kind::Text, col(C::AccessKey)),
+        spec("user_id", Kind::Text, col(C::UserId)),
+        spec("email", Kind::Text, col(C::UserId)),
+        spec("full_name", Kind::Text, owner("full_name")),
+        spec("domain_name", Kind::Text, owner("domain_name")),
+        spec("is_active", Kind::Bool, col(C::IsActive)),
+        spec("is_admin", Kind::Bool, col(C::IsAdmin)),
+        spec("resource_policy", Kind::Text, col(C::ResourcePolicy)),
+        spec("created_at", Kind::Time, col(C::CreatedAt)),
+        spec("last_used", Kind::Time, col(C::LastUsed)),
+        spec("rate_limit", Kind::Int, col(C::RateLimit)),
+        spec("num_queries", Kind::Int, col(C::NumQueries)),
+        spec("ssh_public_key", Kind::Text, col(C::SshPublicKey)),
+    ]
+}
+
 /// The keypair roots.
 #[derive(Debug, Default)]
 pub struct KeyPairQuery;
@@ -175,5 +229,52 @@ impl KeyPairQuery {
         let projects =
             repo::groups_of_user(db, owner.uuid).await.map_err(db_error)?.into_iter().map(|g| g.name).collect();
         Ok(Some(KeyPair { row, owner: Some(owner), projects }))
+    }
+
+    /// A page of keypairs (admins): of `domain_name` (a domain admin: only their own), of the
+    /// user `email`, active or not (`is_active`), newest first unless `order` says otherwise.
+    #[allow(clippy::too_many_arguments)]
+    async fn keypair_list(
+        &self,
+        ctx: &Context<'_>,
+        limit: i32,
+        offset: i32,
+        filter: Option<String>,
+        order: Option<String>,
+        domain_name: Option<String>,
+        email: Option<String>,
+        is_active: Option<bool>,
+    ) -> Result<KeyPairList> {
+        let gql = ctx.data::<GqlContext>()?;
+        require_admin(&gql.auth)?;
+        let (limit, offset) = page_bounds(limit, offset)?;
+        let scope = scoped(&gql.auth, domain_name, None, UserKey::AccessKey, false)?;
+        let db = gql.db.as_ref();
+        let (extra, order) = filter_and_order(db, &keypair_fields(), filter.as_deref(), order.as_deref())?;
+        let mut condition = Condition::all();
+        if let Some(domain) = &scope.domain_name {
+            condition = condition.add(repo::keypair_in_domain(domain));
+        }
+        if let Some(email) = email {
+            condition = condition.add(keypair::Column::UserId.eq(email));
+        }
+        if let Some(is_active) = is_active {
+            condition = condition.add(keypair::Column::IsActive.eq(is_active));
+        }
+        if let Some(extra) = extra {
+            condition = condition.add(extra);
+        }
+        let page = repo::Page { limit, offset, order };
+        let (rows, total) = repo::keypair_page(db, condition, &page).await.map_err(db_error)?;
+        let groups = repo::group_names_of_users(db, rows.iter().map(|(k, _)| k.user)).await.map_err(db_error)?;
+        let items = rows
+            .into_iter()
+            .map(|(row, owner)| {
+                let projects =
+                    groups.get(&row.user).map(|gs| gs.iter().map(|g| g.name.clone()).collect()).unwrap_or_default();
+                KeyPair { row, owner, projects }
+            })
+            .collect();
+        Ok(KeyPairList { items, total_count: i32::try_from(total).unwrap_or(i32::MAX) })
     }
 }

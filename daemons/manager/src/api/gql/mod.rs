@@ -25,10 +25,16 @@
 //! with an `#[Object(rename_fields = "snake_case", rename_args = "snake_case")]` impl in a
 //! submodule, add it to [`Query`], and mark its object types `serial`.
 
+pub mod agent;
 pub mod filter;
+pub mod image;
 pub mod keypair;
+pub mod mutation;
+pub mod org;
+pub mod policy;
 pub mod scalars;
 pub mod session;
+pub mod user;
 pub mod vfolder;
 
 use std::sync::{Arc, LazyLock};
@@ -37,9 +43,7 @@ use async_graphql::indexmap::IndexMap;
 use async_graphql::parser::types::{
     DocumentOperations, ExecutableDocument, FragmentDefinition, Selection, SelectionSet,
 };
-use async_graphql::{
-    EmptyMutation, EmptySubscription, Error, MergedObject, Name, Positioned, Schema, Value, Variables,
-};
+use async_graphql::{EmptySubscription, Error, MergedObject, Name, Positioned, Schema, Value, Variables};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -49,21 +53,30 @@ use axum::Router;
 use sea_orm::DatabaseConnection;
 use serde::Deserialize;
 
-use super::auth::{AuthContext, Role};
+use super::auth::{AuthContext, KeypairStore, Role};
 use super::error::{ApiError, ErrorKind};
 use super::extract::ApiJson;
 use super::ApiState;
 
 /// The query root: every root field of the schema.
 #[derive(MergedObject, Default)]
-pub struct Query(session::SessionQuery, keypair::KeyPairQuery, vfolder::VFolderQuery);
+pub struct Query(
+    session::SessionQuery,
+    keypair::KeyPairQuery,
+    vfolder::VFolderQuery,
+    agent::AgentQuery,
+    user::UserQuery,
+    org::OrgQuery,
+    image::ImageQuery,
+    policy::PolicyQuery,
+);
 
 /// The schema type.
-pub type GqlSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+pub type GqlSchema = Schema<Query, mutation::Mutation, EmptySubscription>;
 
 /// Builds the schema (the routes share one, built on first use).
 pub fn schema() -> GqlSchema {
-    Schema::build(Query::default(), EmptyMutation, EmptySubscription)
+    Schema::build(Query::default(), mutation::Mutation, EmptySubscription)
         .register_output_type::<scalars::BigInt>()
         .register_output_type::<scalars::JsonString>()
         .register_output_type::<scalars::DateTime>()
@@ -78,13 +91,35 @@ pub fn schema() -> GqlSchema {
 
 static SCHEMA: LazyLock<GqlSchema> = LazyLock::new(schema);
 
-/// What resolvers see of the request: who asks, and the database.
+/// What resolvers see of the request: who asks, the database, and the API's keypair store
+/// (mutations of keypairs and users invalidate its cached credentials).
 #[derive(Clone)]
 pub struct GqlContext {
     /// The caller.
     pub auth: AuthContext,
     /// The manager's database.
     pub db: Arc<DatabaseConnection>,
+    /// The keypair store requests authenticate through, when there is one.
+    pub keypairs: Option<Arc<dyn KeypairStore>>,
+}
+
+/// The original's `admin_required`: a domain admin or a superadmin, else "Forbidden
+/// operation." as a GraphQL error.
+pub(crate) fn require_admin(auth: &AuthContext) -> Result<(), Error> {
+    if auth.is_admin() {
+        Ok(())
+    } else {
+        Err(forbidden("this requires an administrator"))
+    }
+}
+
+/// The original's `superadmin_required`, as a GraphQL error.
+pub(crate) fn require_superadmin(auth: &AuthContext) -> Result<(), Error> {
+    if auth.is_superadmin() {
+        Ok(())
+    } else {
+        Err(forbidden("this requires a superadmin"))
+    }
 }
 
 /// A database failure as a GraphQL error (logged; the request still answers 200).
@@ -265,20 +300,19 @@ pub async fn execute(
     variables: serde_json::Value,
     operation_name: Option<String>,
 ) -> async_graphql::Response {
-    execute_observed(db, auth, query, variables, operation_name, None).await
+    execute_observed(GqlContext { auth, db, keypairs: None }, query, variables, operation_name, None).await
 }
 
-/// [`execute`], recording its root fields in `metrics` (`backendai_graphql_request_*`).
+/// [`execute`] in `context` (with the keypair store whose cache mutations invalidate),
+/// recording its root fields in `metrics` (`backendai_graphql_request_*`).
 pub async fn execute_observed(
-    db: Arc<DatabaseConnection>,
-    auth: AuthContext,
+    context: GqlContext,
     query: String,
     variables: serde_json::Value,
     operation_name: Option<String>,
     metrics: Option<Arc<crate::metrics::ManagerMetrics>>,
 ) -> async_graphql::Response {
-    let mut request =
-        async_graphql::Request::new(query).variables(Variables::from_json(variables)).data(GqlContext { auth, db });
+    let mut request = async_graphql::Request::new(query).variables(Variables::from_json(variables)).data(context);
     if let Some(metrics) = metrics {
         request = request.data(metrics);
     }
@@ -319,7 +353,8 @@ async fn run(state: &ApiState, auth: AuthContext, body: GqlBody) -> Result<async
     };
     let db = state.require_service::<DatabaseConnection>()?;
     let metrics = state.service::<crate::metrics::ManagerMetrics>();
-    Ok(execute_observed(db, auth, body.query, variables, body.operation_name, metrics).await)
+    let context = GqlContext { auth, db, keypairs: Some(state.keypairs().clone()) };
+    Ok(execute_observed(context, body.query, variables, body.operation_name, metrics).await)
 }
 
 /// `POST /admin/gql`: always 200 with `{"data", "errors"?}`.

@@ -14,6 +14,7 @@ use sea_orm::{ActiveModelBehavior, ActiveModelTrait, ConnectionTrait, EntityTrai
 use super::entities::FillDefaults;
 use super::{DbError, Result};
 
+mod admin;
 mod agents;
 mod fixture;
 mod keypairs;
@@ -23,6 +24,7 @@ mod scaling_groups;
 mod sessions;
 mod vfolders;
 
+pub use admin::*;
 pub use agents::*;
 pub use fixture::*;
 pub use keypairs::*;
