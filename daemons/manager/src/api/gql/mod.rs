@@ -10,15 +10,34 @@
 //!   and 400 `graphql-error` with the errors as `data` otherwise.
 //! - **Schema** (§7.5). Field and argument names are snake_case exactly as the original's;
 //!   the custom scalars are named `UUID`, `DateTime`, `JSONString` and `BigInt`
-//!   ([`scalars`]). Roots: `keypair` ([`keypair`]), `compute_session` and
-//!   `compute_session_list` ([`session`]). Undeclared variables are ignored.
+//!   ([`scalars`]). Query roots: `compute_session`, `compute_session_list` ([`session`]);
+//!   `keypair`, `keypair_list` ([`keypair`]); `vfolder_list` ([`vfolder`]); `agent`,
+//!   `agent_list` ([`agent`]); `user`, `user_list` ([`user`]); `domain`, `domains`, `group`,
+//!   `groups`, `groups_by_name`, `scaling_group`, `scaling_groups` ([`org`]); `images`
+//!   ([`image`]); `keypair_resource_policy`, `keypair_resource_policies`, `resource_presets`
+//!   ([`policy`]). Mutations ([`mutation`]): `create_keypair`, `modify_keypair`,
+//!   `delete_keypair`, `create_user`, `modify_user`, `delete_user`, `create_group`,
+//!   `modify_group`, `create_domain`, `create_scaling_group`,
+//!   `associate_scaling_group_with_domain`, `create_keypair_resource_policy`, with the
+//!   original's input type names. Undeclared variables are ignored.
+//! - **Permissions** (§7.4). Roots marked superadmin-only or admin-only in the original are
+//!   so here (`require_superadmin`, `require_admin`; a domain admin is confined to their
+//!   domain, as in `scoped`); a caller without the role gets a "Forbidden operation." GraphQL
+//!   error for that field, never an HTTP error.
+//! - **Mutations** answer `{ok, msg, <object>?}`: bad input is `ok: false` with a `msg` naming
+//!   the field and changes nothing (each mutation is one transaction); database failures and
+//!   permission failures are GraphQL errors. Changes to keypairs and users invalidate the
+//!   affected entries of the API's credential cache ([`GqlContext::keypairs`]), so a
+//!   deactivated or deleted keypair is refused at once.
 //! - **Key order** (§7.1). Every object of the response lists its keys in the order of the
 //!   query's selection set (the CLI's table printer pairs columns with values by position):
 //!   objects resolve their fields one after another, and [`reorder`] puts the response in
 //!   selection order whatever finished first (aliases, fragments and repeated fields
 //!   included).
 //! - **Lists** (§7.3). `*_list` roots take `limit`/`offset` and answer the exact
-//!   `total_count`; `filter` and `order` use the original's mini-languages ([`filter`]).
+//!   `total_count`; `filter` and `order` use the original's mini-languages ([`filter`]), over
+//!   the fields each list declares (e.g. [`agent::agent_fields`]). Database access goes
+//!   through [`crate::db::repo`] (pages with totals, and the administrative changes).
 //!
 //! The engine is `async-graphql` (validation, variables, fragments, introspection); this
 //! module adds the wire conventions above. To add a root, write a `#[derive(Default)]` struct
@@ -428,6 +447,22 @@ mod tests {
             "total_count: Int!",
             "main_kernel_id: UUID",
             "occupying_slots: JSONString!",
+            "input KeyPairInput",
+            "input ModifyKeyPairInput",
+            "input UserInput",
+            "input ModifyUserInput",
+            "input GroupInput",
+            "input ModifyGroupInput",
+            "input DomainInput",
+            "input CreateScalingGroupInput",
+            "input CreateKeyPairResourcePolicyInput",
+            "create_keypair(user_id: String!, props: KeyPairInput!): CreateKeyPair!",
+            "modify_group(gid: UUID!, props: ModifyGroupInput!): ModifyGroup!",
+            "mem_cur_bytes: Float!",
+            "size_bytes: BigInt!",
+            "groups: [UserGroup!]!",
+            "user_info: UserInfo!",
+            "max_vfolder_size: BigInt!",
         ] {
             assert!(sdl.contains(needle), "{needle} not in:\n{sdl}");
         }
