@@ -525,8 +525,8 @@ impl Client {
         Ok(())
     }
 
-    /// Downloads files (paths relative to `/home/work`) from the session into `dest`, keeping
-    /// their relative paths. Returns the paths written.
+    /// Downloads files or directories (paths relative to `/home/work`) from the session into
+    /// `dest`, each under its base name (as the agent archives it). Returns the paths written.
     pub async fn download_from_session(&self, reference: &str, files: &[String], dest: &Path) -> Result<Vec<PathBuf>> {
         if files.is_empty() {
             return Err(invalid("files", "no file given"));
