@@ -122,6 +122,10 @@ async fn folders_admin_and_errors() {
     // Admin: the superadmin sees the agent; a regular user gets a GraphQL error.
     let out = bai(&local, EXAMPLE_ADMIN, cwd, &["-o", "json", "admin", "keypair", "me"]).await;
     assert_eq!((out.code, json(&out)["is_admin"].as_bool()), (0, Some(true)), "{}", out.stderr);
+    let out = bai(&local, EXAMPLE_ADMIN, cwd, &["admin", "agents"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.lines().count(), 2, "a header and the one agent: {}", out.stdout);
+    assert!(out.stdout.lines().nth(1).unwrap().contains(" ALIVE "), "{}", out.stdout);
     let out = bai(&local, EXAMPLE_USER, cwd, &["admin", "agents"]).await;
     assert_eq!(out.code, 1);
     assert!(out.stderr.starts_with("error: GraphQL: "), "{}", out.stderr);

@@ -217,6 +217,39 @@ async fn admin_calls_and_presets() {
     let broken = admin.graphql("query { no_such_root }", serde_json::json!({})).await.unwrap_err();
     assert!(matches!(broken, Error::GraphQl { .. }), "{broken:?}");
 
+    // The superadmin's view of the cluster.
+    let agents = admin.list_agents(None, None, 10, 0).await.unwrap();
+    assert_eq!(agents.total_count, 1);
+    assert!(agents.items[0].available_slots.contains_key("cpu"), "{:?}", agents.items[0]);
+    assert!(admin.list_domains().await.unwrap().iter().any(|d| d.name == "default"));
+    assert!(admin.list_groups(Some("default")).await.unwrap().iter().any(|g| g.name == "default"));
+    assert!(!admin.list_scaling_groups().await.unwrap().is_empty());
+    assert!(admin.list_resource_policies().await.unwrap().iter().any(|p| p.name == "default"));
+    admin.list_images().await.unwrap();
+
+    // Users and keypairs: create, use, deactivate (then refused), reactivate.
+    let mut new_user = bai_client::NewUser::new("carol@example.com", "a-long-password");
+    new_user.full_name = "Carol".into();
+    let carol = admin.create_user(&new_user).await.unwrap();
+    assert_eq!((carol.email.as_str(), carol.role.as_deref()), ("carol@example.com", Some("user")));
+    let users = admin.list_users(None, 100, 0).await.unwrap();
+    assert!(users.items.iter().any(|u| u.email == "carol@example.com"));
+    let again = admin.create_user(&new_user).await.unwrap_err();
+    assert!(matches!(again, Error::Rejected { .. }), "{again:?}");
+    let (ak, sk) = admin.create_keypair("carol@example.com", "default", false, 1000).await.unwrap();
+    let carol_client = client(&local, (&ak, &sk));
+    assert_eq!(carol_client.own_keypair().await.unwrap().user_id, "carol@example.com");
+    let keys = admin.list_keypairs(Some("carol@example.com"), None, 100, 0).await.unwrap();
+    assert!(keys.items.iter().any(|k| k.access_key == ak));
+    admin.set_keypair_active(&ak, false).await.unwrap();
+    assert_eq!(carol_client.list_vfolders().await.unwrap_err().status(), Some(401));
+    admin.set_keypair_active(&ak, true).await.unwrap();
+    assert!(carol_client.list_vfolders().await.is_ok());
+    admin.delete_keypair(&ak).await.unwrap();
+    assert_eq!(carol_client.list_vfolders().await.unwrap_err().status(), Some(401));
+    // A regular user cannot administer.
+    assert!(matches!(user.create_keypair("carol@example.com", "default", true, 1).await, Err(Error::GraphQl { .. })));
+
     let presets = user.list_presets().await.unwrap();
     let check = user.check_presets(None).await.unwrap();
     assert_eq!(check.presets.len(), presets.len());
