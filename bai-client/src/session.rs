@@ -403,6 +403,98 @@ impl Client {
         self.send_json(Method::POST, "/session", &[], Body::Json(body)).await
     }
 
+    /// Creates a session and follows it until it runs, calling `on_event` with each of its
+    /// events (scheduled, pulling the image, creating the kernel, …) — for progress displays.
+    ///
+    /// The session is queued first and then watched over the event stream, with a status
+    /// check every second so nothing is missed. The result is as [`create_session`]'s:
+    /// `RUNNING`, a terminal status such as `ERROR` or `CANCELLED`, or `TIMEOUT` after
+    /// `max_wait_seconds` (the session stays queued). With `enqueue_only` it is
+    /// [`create_session`] itself.
+    ///
+    /// [`create_session`]: Self::create_session
+    pub async fn create_session_watched(
+        &self,
+        spec: &SessionSpec,
+        mut on_event: impl FnMut(&crate::SessionEvent) + Send,
+    ) -> Result<SessionCreated> {
+        if spec.enqueue_only {
+            return self.create_session(spec).await;
+        }
+        let mut queued = spec.clone();
+        queued.enqueue_only = true;
+        let mut created = self.create_session(&queued).await?;
+        if created.status != "PENDING" {
+            return Ok(created);
+        }
+        let id = created.session_id.to_string();
+        let deadline = (spec.max_wait_seconds > 0)
+            .then(|| tokio::time::Instant::now() + std::time::Duration::from_secs(spec.max_wait_seconds));
+        let mut events = Some(self.session_events(&id, crate::EventScope::All).await?);
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            let timeout = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let event = async {
+                match events.as_mut() {
+                    Some(stream) => futures::StreamExt::next(stream).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let status = tokio::select! {
+                _ = timeout => {
+                    created.status = "TIMEOUT".into();
+                    return Ok(created);
+                }
+                event = event => match event {
+                    Some(Ok(event)) => {
+                        on_event(&event);
+                        match event.name.as_str() {
+                            "session_started" => "RUNNING".to_string(),
+                            "session_terminated" | "session_cancelled" | "session_failure" | "kernel_cancelled" => {
+                                self.session_status(&id).await?.0
+                            }
+                            _ => continue,
+                        }
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => {
+                        events = None; // the stream ended; the status checks carry on
+                        continue;
+                    }
+                },
+                _ = tick.tick() => self.session_status(&id).await?.0,
+            };
+            match status.as_str() {
+                "RUNNING" | "RUNNING_DEGRADED" | "ERROR" | "TERMINATED" | "CANCELLED" | "TERMINATING" => {
+                    let (status, service_ports) = self.session_status(&id).await?;
+                    created.status = status;
+                    created.service_ports = service_ports;
+                    return Ok(created);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A session's status and service ports, by id.
+    async fn session_status(&self, id: &str) -> Result<(String, Vec<ServicePort>)> {
+        let query = "query($id: UUID!) {\n  compute_session(id: $id) { status service_ports }\n}";
+        let data = self.graphql(query, json!({ "id": id })).await?;
+        let session = &data["compute_session"];
+        let status =
+            session["status"].as_str().ok_or_else(|| not_found(&format!("/session/{id}"), "No such session.", id))?;
+        let ports = match &session["service_ports"] {
+            Value::String(s) => serde_json::from_str(s).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        Ok((status.to_string(), ports))
+    }
+
     /// Lists sessions (GraphQL `compute_session_list`), newest first. Admins can narrow it to
     /// one owner's `access_key`.
     pub async fn list_sessions(

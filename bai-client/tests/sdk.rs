@@ -303,3 +303,31 @@ async fn retries_after_429_and_503_then_reports_the_last_answer() {
     assert_eq!(client.list_vfolders().await.unwrap_err().status(), Some(500));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watched_creation_reports_progress_and_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = LocalManager::start(dir.path()).await.unwrap();
+    let user = client(&local, EXAMPLE_USER);
+
+    let mut seen = Vec::new();
+    let spec = SessionSpec::new("host").name("watched-1").resource("cpu", "1");
+    let created = with_timeout("watched create", user.create_session_watched(&spec, |e| seen.push(e.name.clone())))
+        .await
+        .unwrap();
+    assert_eq!(created.status, "RUNNING", "{created:?}");
+    assert!(seen.iter().any(|n| n == "session_started"), "{seen:?}");
+    assert!(seen.iter().any(|n| n.starts_with("kernel_")), "{seen:?}");
+    assert_eq!(user.run_code("watched-1", "print('up')").await.unwrap().stdout, "up\n");
+
+    // More than the agent has: it stays queued, and the wait gives up after max_wait_seconds.
+    let mut spec = SessionSpec::new("host").name("watched-2").resource("cpu", "4096");
+    spec.max_wait_seconds = 2;
+    let waited = with_timeout("timed-out create", user.create_session_watched(&spec, |_| {})).await.unwrap();
+    assert_eq!(waited.status, "TIMEOUT");
+    let info = user.session_info("watched-2").await.unwrap();
+    assert_eq!(info.status, "PENDING");
+    user.destroy_session("watched-2", false).await.unwrap();
+    assert_eq!(user.session_info(&waited.session_id.to_string()).await.unwrap().status, "CANCELLED");
+    local.shutdown().await;
+}

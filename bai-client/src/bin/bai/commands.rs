@@ -118,8 +118,20 @@ fn spec_of(new: &NewSessionArgs) -> Result<SessionSpec> {
 
 /// Creates a session with a spinner; fails unless it ends up RUNNING (or queued when asked).
 async fn create(cli: &Cli, client: &Client, spec: &SessionSpec) -> Result<bai_client::SessionCreated> {
-    let spinner = output::spinner(&format!("creating a session of {}", spec.image), cli.quiet);
-    let created = client.create_session(spec).await;
+    let spinner = output::spinner(&format!("queueing a session of {}", spec.image), cli.quiet);
+    let created = client
+        .create_session_watched(spec, |event| {
+            let phase = match event.name.as_str() {
+                "session_scheduled" => "scheduled on an agent",
+                "session_preparing" | "kernel_preparing" => "preparing",
+                "kernel_pulling" => "pulling the image",
+                "kernel_creating" => "creating the kernel",
+                "kernel_started" => "starting",
+                _ => return,
+            };
+            spinner.set_message(format!("{}: {phase}", spec.image));
+        })
+        .await;
     spinner.finish_and_clear();
     let created = created?;
     match created.status.as_str() {
