@@ -232,11 +232,7 @@ async fn session(cli: &Cli, cmd: &SessionCmd) -> Result<i32> {
                     t.row(vec![k.to_string(), v]);
                 }
                 for k in &info.containers {
-                    let role = format!(
-                        "kernel {}{}",
-                        opt(&k.cluster_role),
-                        k.cluster_idx.map(|i| i.to_string()).unwrap_or_default()
-                    );
+                    let role = format!("kernel {}#{}", opt(&k.cluster_role), opt(&k.cluster_idx));
                     t.row(vec![role, format!("{} {} on {}", k.id, opt(&k.status), opt(&k.agent))]);
                 }
                 t
