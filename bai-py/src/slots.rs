@@ -381,7 +381,12 @@ impl PyResourceSlot {
     /// `==` treats a missing slot as zero; `<=` is "fits within" and `<` "fits and differs"; two
     /// sets where each has more of some slot are not comparable (every ordering is False).
     fn __richcmp__(&self, py: Python<'_>, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
-        let Some(other) = operand(other)? else { return Ok(py.NotImplemented()) };
+        let other = match (operand(other), op) {
+            (Ok(Some(o)), _) => o,
+            // `==` never raises: a dict that is not a valid slot set is simply not equal
+            (Ok(None), _) | (Err(_), CompareOp::Eq | CompareOp::Ne) => return Ok(py.NotImplemented()),
+            (Err(e), _) => return Err(e),
+        };
         let ord = self.0.partial_cmp(&other);
         let result = match op {
             CompareOp::Eq => ord == Some(Ordering::Equal),

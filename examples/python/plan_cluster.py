@@ -39,12 +39,14 @@ def main():
         for shortage in blocked.reason.shortages:
             print(f"           short of {shortage.slot}: wants {shortage.requested}, most free {shortage.largest_free}")
 
-    # What if the same work arrives over an hour, FIFO against DRF?
-    arrivals = [
-        Arrival(at=t0 + timedelta(minutes=i), duration=timedelta(minutes=20),
-                session=Session.with_slots(f"AK{i % 3}", {"cpu": 8, "mem": "16g"}))
-        for i in range(60)
-    ]  # fmt: skip
+    # What if one team queues 30 jobs at once while another submits one every two minutes?
+    # FIFO serves the batch first; DRF lets the light user in as soon as a node frees up.
+    heavy = [Arrival(t0, timedelta(minutes=20), Session.with_slots("AKHEAVY", {"cpu": 8, "mem": "16g"})) for _ in range(30)]
+    light = [
+        Arrival(t0 + timedelta(minutes=1 + 2 * i), timedelta(minutes=20), Session.with_slots("AKLIGHT", {"cpu": 8, "mem": "16g"}))
+        for i in range(10)
+    ]
+    arrivals = heavy + light
     for queue in ("fifo", "drf"):
         report = scheduler.simulate(scheduler.Snapshot(agents=agents), arrivals, {"queue": queue}, interval=30)
         waits = ", ".join(f"{key} {k.mean_wait_secs:.0f}s" for key, k in sorted(report.keys.items()))

@@ -14,7 +14,7 @@ absent, so its default applies:
     ``id`` (str), ``scaling_group`` (str), ``architecture`` (str, e.g. ``"x86_64"``),
     ``status`` (``"ALIVE"``, ``"LOST"``, …; case-insensitive), ``available_slots`` (slots),
     ``occupied_slots`` (slots, default empty), ``schedulable`` (bool, default True).
-``pending`` (list, required), each:
+``pending`` (list, default empty), each:
     ``id`` (UUID or str), ``access_key`` (str), ``user`` (str), ``group`` (str), ``domain``
     (str), ``created_at`` (datetime or RFC 3339 str; a naive datetime is UTC), ``scaling_group``,
     ``architecture``, ``kernels`` (list of ``{"id": UUID, "requested_slots": slots}``, the first
