@@ -1027,6 +1027,21 @@ impl Agent {
         }
     }
 
+    /// The images the container engine has.
+    pub async fn list_images(&self) -> Result<Vec<pb::ImageInfo>> {
+        let images = self.kernels.runtime().list_images().await?;
+        Ok(images
+            .into_iter()
+            .map(|i| pb::ImageInfo {
+                id: i.id,
+                tags: i.tags,
+                architecture: i.architecture,
+                labels: i.labels.into_iter().collect(),
+                size: i.size,
+            })
+            .collect())
+    }
+
     /// Removes images; each gets its own result.
     pub async fn purge_images(&self, images: &[String]) -> Vec<pb::PurgeImageResult> {
         let mut out = Vec::new();

@@ -229,6 +229,10 @@ impl AgentRpc for AgentService {
         .await
     }
 
+    async fn list_images(&self, _: Request<pb::ListImagesRequest>) -> Result<Response<pb::ListImagesReply>, Status> {
+        self.call("list_images", async { Ok(pb::ListImagesReply { images: self.agent.list_images().await? }) }).await
+    }
+
     async fn shutdown_service(
         &self,
         request: Request<pb::ShutdownServiceRequest>,

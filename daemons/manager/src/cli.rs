@@ -45,6 +45,12 @@ pub enum Command {
         #[command(subcommand)]
         action: KeypairAction,
     },
+    /// Image commands.
+    Image {
+        /// `rescan`.
+        #[command(subcommand)]
+        action: ImageAction,
+    },
     /// Runs the manager.
     StartServer(StartArgs),
     /// Prints the documented sample configuration.
@@ -66,6 +72,13 @@ pub enum FixtureAction {
         /// The fixture file.
         file: PathBuf,
     },
+}
+
+/// `image …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ImageAction {
+    /// Asks every live agent for its images and records them (needs `[agent-rpc] token`).
+    Rescan,
 }
 
 /// `keypair …`.
@@ -130,6 +143,9 @@ pub enum CliError {
         /// Why.
         reason: String,
     },
+    /// The command ran but did not succeed completely.
+    #[error("{0}")]
+    Failed(String),
 }
 
 fn load_config(cli: &Cli) -> Result<ManagerConfig, CliError> {
@@ -192,6 +208,30 @@ pub async fn run_once(cli: &Cli) -> Result<(), CliError> {
             println!("Access key: {access_key}");
             println!("Secret key: {secret_key}");
             println!("User:       {email}");
+        }
+        Command::Image { action: ImageAction::Rescan } => {
+            let config = load_config(cli)?;
+            let db = server::database(&config).await?;
+            let token = config.local_agent_token()?.ok_or_else(|| ConfigError {
+                field: "agent-rpc.token".into(),
+                reason: "the agents' RPC token is needed to ask them: set [agent-rpc] token or token-file".into(),
+            })?;
+            let clients = server::agent_clients(&config, &token)?;
+            let mut failed = 0;
+            for report in crate::images::scan_all(&db, &clients).await? {
+                match report {
+                    Ok(r) => {
+                        println!("{}: {} image tag(s), {} added, {} updated", r.agent, r.images, r.added, r.updated)
+                    }
+                    Err((agent, e)) => {
+                        failed += 1;
+                        eprintln!("{agent}: {e}");
+                    }
+                }
+            }
+            if failed > 0 {
+                return Err(CliError::Failed(format!("{failed} agent(s) could not be scanned")));
+            }
         }
         Command::StartServer(_) => unreachable!("start-server is run by `serve`"),
     }

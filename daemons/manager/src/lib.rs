@@ -13,6 +13,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod images;
 pub mod lifecycle;
 pub mod local;
 pub mod manager;

@@ -38,6 +38,8 @@ pub struct Manager {
     wake_scheduler: Notify,
     id: String,
     metrics: OnceLock<Arc<ManagerMetrics>>,
+    /// A fingerprint of each agent's last reported image set; a change triggers an image scan.
+    image_sets: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -65,6 +67,7 @@ impl Manager {
             wake_scheduler: Notify::new(),
             id: id.to_string(),
             metrics: OnceLock::new(),
+            image_sets: Default::default(),
         })
     }
 
@@ -113,6 +116,26 @@ impl Manager {
         &self.registry
     }
 
+    /// Starts an image scan of `agent` in the background when the image set its heartbeat
+    /// reports differs from the last one (the first heartbeat counts as a change).
+    fn scan_images_if_changed(&self, agent: &str, agent_info: &serde_json::Value) {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        agent_info["images"].to_string().hash(&mut hasher);
+        let fingerprint = hasher.finish();
+        let changed = {
+            let mut sets = self.image_sets.lock().unwrap_or_else(|p| p.into_inner());
+            sets.insert(agent.to_string(), fingerprint) != Some(fingerprint)
+        };
+        let Some(addr) = agent_info["addr"].as_str().filter(|_| changed).map(str::to_string) else { return };
+        let (db, clients, agent) = (self.db.clone(), self.clients.clone(), agent.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = crate::images::scan_agent(&db, &clients, &agent, &addr).await {
+                tracing::warn!(agent, error = %e, "image scan failed");
+            }
+        });
+    }
+
     /// Asks the scheduler loop for a pass now.
     pub fn schedule_soon(&self) {
         self.wake_scheduler.notify_one();
@@ -123,7 +146,8 @@ impl Manager {
         let now = Utc::now();
         match &envelope.event {
             Event::AgentHeartbeat { agent_info } => {
-                self.registry.heartbeat(&self.db, &envelope.source, agent_info, now).await?
+                self.registry.heartbeat(&self.db, &envelope.source, agent_info, now).await?;
+                self.scan_images_if_changed(&envelope.source, agent_info);
             }
             Event::AgentStarted { .. } => self.registry.started(&self.db, &envelope.source, now).await?,
             Event::AgentTerminated { reason } => {

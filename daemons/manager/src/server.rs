@@ -104,6 +104,18 @@ impl RunningManager {
     }
 }
 
+/// The agents' RPC clients of `config` (`[agent-rpc]`: TLS settings) sending `token`.
+pub fn agent_clients(config: &ManagerConfig, token: &str) -> Result<Arc<AgentClients>, StartError> {
+    let tls = match &config.agent_rpc.tls_ca {
+        Some(ca) => {
+            let client = config.agent_rpc.tls_cert.as_deref().zip(config.agent_rpc.tls_key.as_deref());
+            Some(AgentClients::tls_from_files(ca, client)?)
+        }
+        None => None,
+    };
+    Ok(Arc::new(AgentClients::new(token, tls)?))
+}
+
 /// The API's state: keypairs from the database (cached), rate limits, and the manager core and
 /// database as services (`state.service::<Manager>()`, `state.service::<DatabaseConnection>()`).
 pub fn api_state(manager: Arc<Manager>, keypairs: Arc<dyn KeypairStore>) -> ApiState {
@@ -212,14 +224,7 @@ pub async fn start(config: ManagerConfig, options: StartOptions) -> Result<Runni
         }
     };
     let bus = bus(&config, None).await?;
-    let tls = match &config.agent_rpc.tls_ca {
-        Some(ca) => {
-            let client = config.agent_rpc.tls_cert.as_deref().zip(config.agent_rpc.tls_key.as_deref());
-            Some(AgentClients::tls_from_files(ca, client)?)
-        }
-        None => None,
-    };
-    let clients = Arc::new(AgentClients::new(&token, tls)?);
+    let clients = agent_clients(&config, &token)?;
     let manager = Manager::new(
         &config.manager.id,
         db.clone(),

@@ -120,6 +120,8 @@ pub struct GqlContext {
     pub db: Arc<DatabaseConnection>,
     /// The keypair store requests authenticate through, when there is one.
     pub keypairs: Option<Arc<dyn KeypairStore>>,
+    /// The manager core (for mutations that call agents), when there is one.
+    pub manager: Option<Arc<crate::manager::Manager>>,
 }
 
 /// The original's `admin_required`: a domain admin or a superadmin, else "Forbidden
@@ -319,7 +321,8 @@ pub async fn execute(
     variables: serde_json::Value,
     operation_name: Option<String>,
 ) -> async_graphql::Response {
-    execute_observed(GqlContext { auth, db, keypairs: None }, query, variables, operation_name, None).await
+    execute_observed(GqlContext { auth, db, keypairs: None, manager: None }, query, variables, operation_name, None)
+        .await
 }
 
 /// [`execute`] in `context` (with the keypair store whose cache mutations invalidate),
@@ -372,7 +375,12 @@ async fn run(state: &ApiState, auth: AuthContext, body: GqlBody) -> Result<async
     };
     let db = state.require_service::<DatabaseConnection>()?;
     let metrics = state.service::<crate::metrics::ManagerMetrics>();
-    let context = GqlContext { auth, db, keypairs: Some(state.keypairs().clone()) };
+    let context = GqlContext {
+        auth,
+        db,
+        keypairs: Some(state.keypairs().clone()),
+        manager: state.service::<crate::manager::Manager>(),
+    };
     Ok(execute_observed(context, body.query, variables, body.operation_name, metrics).await)
 }
 

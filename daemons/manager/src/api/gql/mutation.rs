@@ -893,6 +893,67 @@ impl Mutation {
         let created = outcome(repo::create_keypair_resource_policy(gql.db.as_ref(), row).await)?;
         Ok(CreateKeyPairResourcePolicy::from_outcome(created.map(KeyPairResourcePolicy)))
     }
+
+    /// Scans the images on every live agent into the image list (superadmin). Registries are
+    /// not scanned: a non-empty `registry` answers `ok: false`. The scan runs to the end
+    /// before the answer, so `task_id` is null.
+    async fn rescan_images(&self, ctx: &Context<'_>, registry: Option<String>) -> Result<RescanImages> {
+        let gql = ctx.data::<GqlContext>()?;
+        require_superadmin(&gql.auth)?;
+        if registry.as_deref().is_some_and(|r| !r.is_empty()) {
+            return Ok(RescanImages::refused(
+                "registry: scanning registries is not supported; omit it to scan the agents' images",
+            ));
+        }
+        let Some(manager) = &gql.manager else {
+            return Ok(RescanImages::refused("this endpoint has no agents to ask"));
+        };
+        let reports = crate::images::scan_all(gql.db.as_ref(), manager.clients()).await.map_err(db_error)?;
+        let (mut images, mut added, mut updated, mut failed) = (0, 0, 0, Vec::new());
+        for report in &reports {
+            match report {
+                Ok(r) => (images, added, updated) = (images + r.images, added + r.added, updated + r.updated),
+                Err((agent, e)) => failed.push(format!("{agent}: {e}")),
+            }
+        }
+        let mut msg = format!(
+            "scanned {images} image tag(s) on {} agent(s): {added} added, {updated} updated",
+            reports.len() - failed.len()
+        );
+        if !failed.is_empty() {
+            msg.push_str(&format!("; failed: {}", failed.join("; ")));
+        }
+        Ok(RescanImages { ok: failed.is_empty(), msg })
+    }
+}
+
+/// The answer of `rescan_images`.
+#[derive(Debug)]
+pub struct RescanImages {
+    ok: bool,
+    msg: String,
+}
+
+impl RescanImages {
+    fn refused(msg: &str) -> Self {
+        Self { ok: false, msg: msg.to_string() }
+    }
+}
+
+#[Object(name = "RescanImages", serial, rename_fields = "snake_case", rename_args = "snake_case")]
+impl RescanImages {
+    /// Whether every agent was scanned.
+    async fn ok(&self) -> bool {
+        self.ok
+    }
+    /// What was found, and which agents failed.
+    async fn msg(&self) -> &str {
+        &self.msg
+    }
+    /// Always null: the scan has finished when the answer comes.
+    async fn task_id(&self) -> Option<Uuid> {
+        None
+    }
 }
 
 #[cfg(test)]
