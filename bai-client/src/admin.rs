@@ -455,6 +455,13 @@ impl Client {
         self.gql_field("images", query, json!({"is_operation": false})).await
     }
 
+    /// Asks the manager to scan the agents' images again (superadmin) and returns its report.
+    pub async fn rescan_images(&self) -> Result<String> {
+        let query = "mutation($registry: String) {\n  rescan_images(registry: $registry) {\n    ok msg task_id\n  }\n}";
+        let result = self.mutate("rescan_images", query, json!({"registry": null})).await?;
+        Ok(result["msg"].as_str().unwrap_or_default().to_string())
+    }
+
     /// Scaling groups (superadmin).
     pub async fn list_scaling_groups(&self) -> Result<Vec<ScalingGroup>> {
         let query = "query($is_active: Boolean) {\n  scaling_groups(is_active: $is_active) { name description \

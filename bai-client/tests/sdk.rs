@@ -225,7 +225,11 @@ async fn admin_calls_and_presets() {
     assert!(admin.list_groups(Some("default")).await.unwrap().iter().any(|g| g.name == "default"));
     assert!(!admin.list_scaling_groups().await.unwrap().is_empty());
     assert!(admin.list_resource_policies().await.unwrap().iter().any(|p| p.name == "default"));
-    admin.list_images().await.unwrap();
+    let report = admin.rescan_images().await.unwrap();
+    assert!(report.starts_with("scanned 1 image tag(s) on 1 agent(s)"), "{report}");
+    let images = admin.list_images().await.unwrap();
+    assert!(images.iter().any(|i| i.name == "host"), "{images:?}");
+    assert!(matches!(user.rescan_images().await, Err(Error::GraphQl { .. })));
 
     // Users and keypairs: create, use, deactivate (then refused), reactivate.
     let mut new_user = bai_client::NewUser::new("carol@example.com", "a-long-password");
