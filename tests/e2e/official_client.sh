@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # End to end with the official Backend.AI client: installs backend.ai-client 23.9.10 in a venv,
-# starts an all-in-one bai-manager (an embedded agent on Docker), and drives the core session
-# workflow through the unmodified `backend.ai` CLI, asserting on its output.
+# starts an all-in-one bai-manager (an embedded agent on Docker), and drives sessions, the admin
+# listings, a second user's isolation and virtual folders through the unmodified `backend.ai`
+# CLI, asserting on its output; then runs code through our own `bai` CLI against the same
+# manager.
 #
 # Needs: BAI_TEST_DOCKER_HOST and BAI_TEST_KERNEL_IMAGE (scripts/test sets them), cargo, python3
 # with venv, network access to PyPI on the first run (the venv is kept in $BAI_E2E_VENV).
@@ -30,9 +32,10 @@ if [ ! -x "$venv/bin/backend.ai" ]; then
     "$venv/bin/pip" install -q 'backend.ai-client==23.9.10' 'yarl<1.17.1'
 fi
 
-say "building bai-manager"
-(cd "$root" && cargo build -q -p bai-manager)
+say "building bai-manager and bai"
+(cd "$root" && cargo build -q -p bai-manager -p bai-client --bin bai-manager --bin bai)
 manager="$target/debug/bai-manager"
+bai="$target/debug/bai"
 
 work="$(mktemp -d /tmp/bai-e2e.XXXXXX)"
 agent_id="i-e2e-$$"
@@ -113,6 +116,47 @@ out="$(cli session info "$session_id" 2>&1)" || fail "session info: $out"
 echo "$out"
 grep -q 'e2e-sess' <<<"$out" || fail "session info does not show e2e-sess: $out"
 grep -qi 'running' <<<"$out" || fail "session info does not show RUNNING: $out"
+
+say "backend.ai admin … list"
+for what in "agent list" "user list" "keypair list" "domain list" "group list" "scaling-group list" \
+    "keypair-resource-policy list" "image list"; do
+    out="$(cli --output json admin $what 2>&1)" || fail "admin $what: $out"
+    grep -q '"total_count": [1-9]' <<<"$out" || fail "admin $what lists nothing: $out"
+done
+out="$(cli --output json admin agent list 2>&1)"
+grep -q "\"$agent_id\"" <<<"$out" || fail "admin agent list does not show $agent_id: $out"
+out="$(cli --output json admin image list 2>&1)"
+grep -q "\"${image%%:*}\"" <<<"$out" || fail "admin image list does not show ${image%%:*}: $out"
+
+say "a second user sees only their own sessions"
+out="$(cli admin user add default carol@example.com 'carol-password-1' 2>&1)" || fail "admin user add: $out"
+out="$(cli --output json admin keypair list -u carol@example.com 2>&1)" || fail "admin keypair list -u: $out"
+carol_keys="$(python3 -c 'import json,sys; k=json.load(sys.stdin)["items"][0]; print(k["access_key"], k["secret_key"])' <<<"$out")" ||
+    fail "no keypair for carol: $out"
+read -r carol_ak carol_sk <<<"$carol_keys"
+out="$(BACKEND_ACCESS_KEY=$carol_ak BACKEND_SECRET_KEY=$carol_sk cli --output json ps 2>&1)" || fail "carol ps: $out"
+grep -q 'e2e-sess' <<<"$out" && fail "carol sees the admin's session: $out"
+grep -q '"total_count": 0' <<<"$out" || fail "carol's ps is not empty: $out"
+if out="$(BACKEND_ACCESS_KEY=$carol_ak BACKEND_SECRET_KEY=$carol_sk cli session rm e2e-sess 2>&1)"; then
+    fail "carol destroyed the admin's session: $out"
+fi
+
+say "backend.ai vfolder create/upload/ls/download/rm/delete"
+echo "payload-$$" >"$work/upload.txt"
+out="$(cli vfolder create e2e-data local:volume1 2>&1)" || fail "vfolder create: $out"
+out="$(cli vfolder upload e2e-data upload.txt 2>&1)" || fail "vfolder upload: $out"
+out="$(cli vfolder ls e2e-data 2>&1)" || fail "vfolder ls: $out"
+grep -q 'upload.txt' <<<"$out" || fail "vfolder ls does not show upload.txt: $out"
+mkdir -p "$work/down"
+out="$(cd "$work/down" && cli vfolder download e2e-data upload.txt 2>&1)" || fail "vfolder download: $out"
+cmp -s "$work/upload.txt" "$work/down/upload.txt" || fail "the downloaded file differs"
+out="$(echo y | cli vfolder rm e2e-data upload.txt 2>&1)" || fail "vfolder rm: $out"
+out="$(cli vfolder delete e2e-data 2>&1)" || fail "vfolder delete: $out"
+
+say "bai run (our CLI, same manager)"
+out="$("$bai" -q run "$image" -r cpu=1 -r mem=512m --rm -c 'import sys; print(6 * 7); sys.exit(5)')" && code=0 || code=$?
+[ "$out" = "42" ] || fail "bai run printed: $out"
+[ "$code" = 5 ] || fail "bai run exited $code, not the code's 5"
 
 say "backend.ai session rm"
 out="$(cli session rm e2e-sess 2>&1)" || fail "session rm: $out"
