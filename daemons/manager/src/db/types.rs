@@ -354,6 +354,21 @@ db_enum!(
 );
 
 db_enum!(
+    /// Where an invitation to a shared virtual folder stands.
+    VFolderInvitationState, "invitation state", lower_dash, {
+        /// Sent, not yet answered (the default).
+        #[default]
+        Pending = "pending",
+        /// Accepted by the invitee, who now has a permission on the folder.
+        Accepted = "accepted",
+        /// Rejected by the invitee.
+        Rejected = "rejected",
+        /// Withdrawn by the inviter.
+        Canceled = "canceled" | "cancelled",
+    }
+);
+
+db_enum!(
     /// What an image is for.
     ImageType, "image type", lower_dash, {
         /// Runs compute sessions (the default).

@@ -1,92 +1,100 @@
 //! Virtual folders: the root `vfolder_list` (what `backend.ai vfolder list` reads) and the
 //! types `VirtualFolder` and `VirtualFolderList`. Every caller, whatever their role, lists the
-//! folders they own; `filter` and `order` are refused with an error until they are supported
-//! here.
+//! folders they may use — their own, those shared with them and their projects' folders
+//! ([`repo::accessible_vfolders`]) — with `permission` being the caller's effective
+//! permission; `group_id` narrows the list to one project's folders. `filter` and `order` are
+//! refused with an error until they are supported here.
 
 use async_graphql::{Context, Error, Object, Result, ID};
 
 use super::scalars::{BigInt, DateTime, Uuid};
 use super::{db_error, GqlContext};
-use crate::db::entities::vfolder;
-use crate::db::repo;
+use crate::db::repo::{self, VFolderAccess};
 
-/// A virtual folder.
+/// A virtual folder, as the caller sees it.
 #[derive(Debug, Clone)]
-pub struct VirtualFolder(vfolder::Model);
+pub struct VirtualFolder(VFolderAccess);
+
+impl std::ops::Deref for VirtualFolder {
+    type Target = crate::db::entities::vfolder::Model;
+    fn deref(&self) -> &Self::Target {
+        &self.0.folder
+    }
+}
 
 #[Object(name = "VirtualFolder", serial, rename_fields = "snake_case", rename_args = "snake_case")]
 impl VirtualFolder {
     /// The folder's id.
     async fn id(&self) -> ID {
-        ID(self.0.id.to_string())
+        ID(self.id.to_string())
     }
     /// The storage host, e.g. `local:volume1`.
     async fn host(&self) -> &str {
-        &self.0.host
+        &self.host
     }
     /// The quota scope.
     async fn quota_scope_id(&self) -> Option<&str> {
-        self.0.quota_scope_id.as_deref()
+        self.quota_scope_id.as_deref()
     }
     /// The name.
     async fn name(&self) -> &str {
-        &self.0.name
+        &self.name
     }
     /// The owning user (user folders).
     async fn user(&self) -> Option<Uuid> {
-        self.0.user.map(Uuid)
+        self.user.map(Uuid)
     }
     /// The owning group (project folders).
     async fn group(&self) -> Option<Uuid> {
-        self.0.group.map(Uuid)
+        self.group.map(Uuid)
     }
     /// Who created it (an e-mail address).
     async fn creator(&self) -> Option<&str> {
-        self.0.creator.as_deref()
+        self.creator.as_deref()
     }
     /// `general`, `model` or `data`.
     async fn usage_mode(&self) -> &'static str {
-        self.0.usage_mode.0.as_str()
+        self.usage_mode.0.as_str()
     }
-    /// `ro`, `rw` or `wd`.
+    /// The caller's permission: `ro`, `rw` or `wd`.
     async fn permission(&self) -> &'static str {
-        self.0.permission.0.as_str()
+        self.0.permission.as_str()
     }
     /// `user` or `group`.
     async fn ownership_type(&self) -> &'static str {
-        self.0.ownership_type.0.as_str()
+        self.ownership_type.0.as_str()
     }
     /// The folder's status, e.g. `ready`.
     async fn status(&self) -> &'static str {
-        self.0.status.0.as_str()
+        self.status.0.as_str()
     }
     /// When it was created.
     async fn created_at(&self) -> DateTime {
-        DateTime(self.0.created_at)
+        DateTime(self.created_at)
     }
     /// When it was last used.
     async fn last_used(&self) -> Option<DateTime> {
-        self.0.last_used.map(DateTime)
+        self.last_used.map(DateTime)
     }
     /// The most files it may hold (0: unlimited).
     async fn max_files(&self) -> i32 {
-        self.0.max_files
+        self.max_files
     }
     /// Its quota in bytes (null or 0: unlimited).
     async fn max_size(&self) -> Option<BigInt> {
-        self.0.max_size.map(BigInt)
+        self.max_size.map(BigInt)
     }
     /// Files in it (as of the last look).
     async fn num_files(&self) -> i32 {
-        self.0.num_files
+        self.num_files
     }
     /// Bytes in it (as of the last look).
     async fn cur_size(&self) -> BigInt {
-        BigInt(self.0.cur_size)
+        BigInt(self.cur_size)
     }
     /// Whether it may be cloned.
     async fn cloneable(&self) -> bool {
-        self.0.cloneable
+        self.cloneable
     }
 }
 
@@ -115,7 +123,8 @@ pub struct VFolderQuery;
 
 #[Object(rename_fields = "snake_case", rename_args = "snake_case")]
 impl VFolderQuery {
-    /// The caller's folders, oldest first, `limit` (1–100) from `offset`.
+    /// The folders the caller may use (own, shared with them, their projects'), oldest first,
+    /// `limit` (1–100) from `offset`; only project `group_id`'s folders when given.
     #[allow(clippy::too_many_arguments)]
     async fn vfolder_list(
         &self,
@@ -137,16 +146,17 @@ impl VFolderQuery {
         {
             return Err(Error::new("filter and order are not supported on vfolder_list yet"));
         }
-        if group_id.is_some() {
-            return Err(Error::new("project (group) folders are not supported yet"));
-        }
         let own = gql.auth.credential.access_key.as_str();
         if access_key.as_deref().is_some_and(|k| k != own)
             || domain_name.as_deref().is_some_and(|d| d != gql.auth.credential.domain_name)
         {
             return Err(Error::new("only the caller's own folders can be listed yet"));
         }
-        let rows = repo::list_user_vfolders(gql.db.as_ref(), gql.auth.credential.user_id).await.map_err(db_error)?;
+        let viewer = crate::api::vfolder::viewer(&gql.auth);
+        let mut rows = repo::accessible_vfolders(gql.db.as_ref(), &viewer, false).await.map_err(db_error)?;
+        if let Some(group) = group_id {
+            rows.retain(|a| a.folder.group == Some(group.0));
+        }
         let total_count = i32::try_from(rows.len()).unwrap_or(i32::MAX);
         let items = rows.into_iter().skip(offset as usize).take(limit as usize).map(VirtualFolder).collect();
         Ok(VirtualFolderList { items, total_count })

@@ -27,6 +27,8 @@ pub mod sgroups_for_keypairs;
 pub mod user;
 pub mod user_resource_policy;
 pub mod vfolder;
+pub mod vfolder_invitation;
+pub mod vfolder_permission;
 
 /// Fills the columns of a new row that the caller left unset (ids, timestamps, empty JSON
 /// objects, the original's defaults). Columns already set are left alone.

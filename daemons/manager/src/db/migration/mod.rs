@@ -8,6 +8,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20250101_000001_initial;
+mod m20250102_000002_vfolder_sharing;
 
 /// The manager's migrations, in order.
 pub struct Migrator;
@@ -15,6 +16,6 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20250101_000001_initial::Migration)]
+        vec![Box::new(m20250101_000001_initial::Migration), Box::new(m20250102_000002_vfolder_sharing::Migration)]
     }
 }
