@@ -320,10 +320,21 @@ pub async fn creation_requests(
             cluster_idx: u32::try_from(k.cluster_idx).unwrap_or(0),
             cluster_hostname: k.cluster_hostname.clone(),
             cmd,
+            mounts: kernel_mounts(k),
             ..Default::default()
         });
     }
     Ok(per_agent)
+}
+
+/// The folders a kernel mounts, from its `vfolder_mounts` (written by session creation).
+fn kernel_mounts(k: &kernel::Model) -> Vec<pb::VFolderMount> {
+    let mounts: Vec<crate::sessions::SessionMount> =
+        k.vfolder_mounts.clone().and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
+    mounts
+        .into_iter()
+        .map(|m| pb::VFolderMount { folder: m.folder, name: m.target, permission: m.permission.to_string() })
+        .collect()
 }
 
 /// Sends a scheduled session's kernels to their agents. The session and its kernels move to

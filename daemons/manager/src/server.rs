@@ -57,7 +57,8 @@ pub enum StartError {
 #[derive(Debug, Clone, Default)]
 pub struct StartOptions {
     /// Runs this agent in the same process, on the manager's bus, with the manager's agent
-    /// token (its `[rpc] token` and `[events]` settings are replaced).
+    /// token and the manager's storage root as its folder root (its `[rpc] token`, `[events]`
+    /// and `[container] vfolder-root` settings are replaced).
     pub embedded_agent: Option<AgentConfig>,
     /// Loads this fixture (JSON text) after migrating, unless the database already has users.
     pub fixture: Option<String>,
@@ -245,6 +246,8 @@ pub async fn start(config: ManagerConfig, options: StartOptions) -> Result<Runni
         Some(mut agent_config) => {
             agent_config.rpc.token = Some(token.clone());
             agent_config.rpc.token_file = None;
+            // Folders are mounted from where this manager keeps them.
+            agent_config.container.vfolder_root = config.storage.root.clone();
             Some(bai_agent::daemon::start(agent_config, Some(bus.clone())).await?)
         }
         None => None,

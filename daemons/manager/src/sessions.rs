@@ -897,8 +897,85 @@ async fn existing_session(
 
 /// Creates (or reuses) a session as `POST /session` asks (spec §6.1).
 ///
+/// A folder mounted into a session's kernels, as stored in `vfolder_mounts`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionMount {
+    /// The folder's id.
+    pub id: Uuid,
+    /// The folder's name as the owner sees it.
+    pub name: String,
+    /// Its directory relative to the storage root (which agents mount as their folder root).
+    pub folder: String,
+    /// Its name under `/home/work` in the kernels.
+    pub target: String,
+    /// The owner's permission on it.
+    pub permission: bai_core::MountPermission,
+}
+
+/// Resolves `config.mounts` (folder names, any order, repeats ignored) and
+/// `config.mount_map` (name → `/home/work/<dir>` or `<dir>`) as the session owner sees the
+/// folders: their own, shared with them, or of their projects, with their permission.
+async fn resolve_mounts(
+    db: &DatabaseConnection,
+    owner: &Owner,
+    names: &[String],
+    mount_map: &BTreeMap<String, String>,
+) -> Result<Vec<SessionMount>, ApiError> {
+    if let Some(extra) = mount_map.keys().find(|k| !names.contains(k)) {
+        return Err(ApiError::invalid("config.mount_map", format!("{extra:?} is not in config.mounts")));
+    }
+    let viewer = repo::Viewer {
+        user: owner.user_id,
+        role: match owner.role {
+            Role::Superadmin => UserRole::Superadmin,
+            Role::Admin => UserRole::Admin,
+            Role::User => UserRole::User,
+        },
+        domain: owner.domain_name.clone(),
+    };
+    let mut mounts: Vec<SessionMount> = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        if mounts.iter().any(|m| &m.name == name) {
+            continue;
+        }
+        let access = repo::resolve_vfolder(db, &viewer, name).await.map_err(db_error)?.ok_or_else(|| {
+            ApiError::not_found("vfolder").with_msg(format!("config.mounts[{i}]: no folder named {name:?}"))
+        })?;
+        let target = match mount_map.get(name) {
+            None => name.clone(),
+            Some(path) => {
+                let field = format!("config.mount_map.{name}");
+                let dir = path.strip_prefix("/home/work/").unwrap_or(path).trim_end_matches('/');
+                if dir.is_empty() || dir.starts_with('/') || dir.contains('/') || dir == "." || dir == ".." {
+                    return Err(ApiError::invalid(
+                        field,
+                        format!("{path:?}: folders mount at /home/work/<dir> (one directory name)"),
+                    ));
+                }
+                dir.to_string()
+            }
+        };
+        if let Some(other) = mounts.iter().find(|m| m.target == target) {
+            return Err(ApiError::invalid(
+                "config.mount_map",
+                format!("{name:?} and {:?} would both mount at /home/work/{target}", other.name),
+            ));
+        }
+        mounts.push(SessionMount {
+            id: access.folder.id,
+            name: name.clone(),
+            folder: access.folder.id.simple().to_string(),
+            target,
+            permission: access.permission,
+        });
+    }
+    Ok(mounts)
+}
+
 /// Checks, in order: the owner (`owner_access_key`), the domain and group, agent assignment
-/// (superadmins only), the fields the manager does not support yet, an existing live session
+/// (superadmins only), the folders to mount (resolved as the owner sees them, with the
+/// owner's permission; 404 for a name they cannot see), the fields the manager does not
+/// support yet, an existing live session
 /// of the same name (reused when `reuseIfExists` and the image match, else 400
 /// `session-already-exists`), the image (any name is accepted; a known one gives its resource
 /// limits), the resources, the scaling group and the spec as a whole. Nothing is written
@@ -941,12 +1018,7 @@ pub async fn create_session(manager: &Manager, ctx: &AuthContext, request: Creat
             }
         }
     }
-    if !request.config.mounts.is_empty() || !request.config.mount_map.is_empty() {
-        return Err(ApiError::invalid(
-            "config.mounts",
-            "mounting virtual folders into sessions is not supported by this manager yet",
-        ));
-    }
+    let mounts = resolve_mounts(db, &owner, &request.config.mounts, &request.config.mount_map).await?;
     if !request.dependencies.is_empty() {
         return Err(ApiError::invalid("dependencies", "session dependencies are not supported by this manager yet"));
     }
@@ -991,7 +1063,14 @@ pub async fn create_session(manager: &Manager, ctx: &AuthContext, request: Creat
         resource_opts: opts.clone(),
         cluster_size: request.cluster_size,
         cluster_mode: request.cluster_mode,
-        mounts: Vec::new(),
+        mounts: mounts
+            .iter()
+            .map(|m| bai_core::Mount {
+                source: m.folder.clone(),
+                target: Some(format!("/home/work/{}", m.target)),
+                permission: m.permission,
+            })
+            .collect(),
         environ: request.config.environ.clone(),
         bootstrap_script: request.bootstrap_script.clone(),
         startup_command: request.startup_command.clone(),
@@ -1024,6 +1103,7 @@ pub async fn create_session(manager: &Manager, ctx: &AuthContext, request: Creat
         starts_at: Set(request.starts_at),
         callback_url: Set(request.callback_url.clone()),
         startup_command: Set(request.startup_command.clone()),
+        vfolder_mounts: Set((!mounts.is_empty()).then(|| json!(mounts))),
         ..Default::default()
     };
     let opts_json = serde_json::to_value(&opts).unwrap_or_else(|_| json!({}));
@@ -1049,6 +1129,7 @@ pub async fn create_session(manager: &Manager, ctx: &AuthContext, request: Creat
             startup_command: Set(request.startup_command.clone()),
             preopen_ports: Set((!request.config.preopen_ports.is_empty()).then(|| json!(request.config.preopen_ports))),
             internal_data: Set((image_name == "host").then(|| json!({"cmd": ["sleep", "infinity"]}))),
+            vfolder_mounts: Set((!mounts.is_empty()).then(|| json!(mounts))),
             ..Default::default()
         })
         .collect();
