@@ -10,7 +10,8 @@
 //!   [`Client::list_sessions`], [`Client::session_info`], [`Client::destroy_session`],
 //!   [`Client::restart_session`], [`Client::session_logs`], [`Client::session_events`] as a
 //!   `Stream`, [`Client::execute`] as a `Stream` of console items, uploads and downloads),
-//!   folders ([`Client::create_vfolder`], [`Client::vfolder_upload`], …), administration
+//!   folders ([`Client::create_vfolder`], [`Client::vfolder_upload`], sharing with
+//!   [`Client::share_vfolder`] and [`Client::invite_to_vfolder`], …), administration
 //!   ([`Client::list_agents`], [`Client::create_keypair`], [`Client::create_user`], …),
 //!   presets and raw [`Client::graphql`].
 //! - [`Error`]: one enum; API failures keep the server's problem details
@@ -50,4 +51,4 @@ pub use exec::{ExecItem, ExecOutput, ExecRequest, Execution};
 pub use session::{
     FileEntry, KernelInfo, Page, SessionCreated, SessionInfo, SessionSpec, SessionSummary, SessionType, StatusFilter,
 };
-pub use vfolder::{NewVFolder, VFolder, VFolderHosts};
+pub use vfolder::{Invitation, NewVFolder, VFolder, VFolderHosts};

@@ -1,5 +1,8 @@
 //! Virtual folders: create, list, info, delete, files, uploads and downloads (through the
-//! storage side channel: token-authorised TUS uploads and plain downloads).
+//! storage side channel: token-authorised TUS uploads and plain downloads), and sharing —
+//! direct shares ([`Client::share_vfolder`]), invitations ([`Client::invite_to_vfolder`],
+//! [`Client::vfolder_invitations`], [`Client::accept_invitation`]) and leaving a folder shared
+//! with you ([`Client::leave_vfolder`]).
 
 use std::path::{Path, PathBuf};
 
@@ -71,6 +74,32 @@ pub struct NewVFolder {
     pub cloneable: bool,
 }
 
+/// An invitation to a folder someone shares with you.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Invitation {
+    /// Its id (what [`Client::accept_invitation`] and [`Client::reject_invitation`] take).
+    pub id: String,
+    /// Who sent it (an e-mail address).
+    pub inviter: String,
+    /// Who it is for (an e-mail address).
+    #[serde(default)]
+    pub invitee: String,
+    /// The permission offered: `ro`, `rw` or `wd`.
+    #[serde(rename = "perm")]
+    pub permission: String,
+    /// `pending`, …
+    #[serde(default)]
+    pub state: String,
+    /// When it was sent.
+    #[serde(default)]
+    pub created_at: Option<String>,
+    /// The folder's id.
+    pub vfolder_id: String,
+    /// The folder's name.
+    #[serde(default)]
+    pub vfolder_name: String,
+}
+
 /// The storage hosts the requester may use.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct VFolderHosts {
@@ -99,6 +128,28 @@ struct Grant {
 
 fn folder_route(name: &str, rest: &str) -> String {
     format!("/folders/{}{rest}", seg(name))
+}
+
+/// Checks a permission before sending it: `ro`, `rw` or `wd`.
+fn check_permission(permission: &str) -> Result<()> {
+    match permission {
+        "ro" | "rw" | "wd" => Ok(()),
+        other => Err(invalid("permission", format!("{other:?} is not one of ro, rw, wd"))),
+    }
+}
+
+/// Checks a list of e-mail addresses before sending it: at least one.
+fn check_emails(emails: &[String]) -> Result<()> {
+    if emails.is_empty() {
+        return Err(invalid("emails", "name at least one user (by e-mail address)"));
+    }
+    Ok(())
+}
+
+/// A list of strings under `key` in a JSON answer.
+fn strings(route: &str, body: &Value, key: &str) -> Result<Vec<String>> {
+    serde_json::from_value(body.get(key).cloned().unwrap_or(Value::Array(Vec::new())))
+        .map_err(|e| protocol(route, format!("{key}: {e}")))
 }
 
 impl Client {
@@ -165,6 +216,75 @@ impl Client {
     pub async fn vfolder_delete_files(&self, name: &str, files: &[String], recursive: bool) -> Result<()> {
         let body = Body::Json(json!({ "files": files, "recursive": recursive }));
         self.send(Method::DELETE, &folder_route(name, "/delete-files"), &[], body).await?;
+        Ok(())
+    }
+
+    /// Shares a folder at once with these users (by e-mail address) with `permission` (`ro`,
+    /// `rw` or `wd`), replacing a permission they had; answers the addresses it is now shared
+    /// with. For the folder's owner, and for project folders their project's admins (a
+    /// project folder is shared with members only, overriding the folder's permission for
+    /// them). An unknown address fails the whole call ([`Error::problem`] lists them) and
+    /// shares nothing.
+    ///
+    /// [`Error::problem`]: crate::Error::problem
+    pub async fn share_vfolder(&self, name: &str, permission: &str, emails: &[String]) -> Result<Vec<String>> {
+        check_permission(permission)?;
+        check_emails(emails)?;
+        let route = folder_route(name, "/share");
+        let body = Body::Json(json!({ "permission": permission, "emails": emails }));
+        let answer: Value = self.send_json(Method::POST, &route, &[], body).await?;
+        strings(&route, &answer, "shared_emails")
+    }
+
+    /// Takes a shared folder away from these users; answers the addresses that had it.
+    pub async fn unshare_vfolder(&self, name: &str, emails: &[String]) -> Result<Vec<String>> {
+        check_emails(emails)?;
+        let route = folder_route(name, "/unshare");
+        let answer: Value =
+            self.send_json(Method::DELETE, &route, &[], Body::Json(json!({ "emails": emails }))).await?;
+        strings(&route, &answer, "unshared_emails")
+    }
+
+    /// Invites these users (by e-mail address) to one of your folders with `permission`; each
+    /// gets the folder once they accept ([`Client::accept_invitation`]). Answers the addresses
+    /// invited now — users who already have the folder or a pending invitation are left out.
+    pub async fn invite_to_vfolder(&self, name: &str, permission: &str, emails: &[String]) -> Result<Vec<String>> {
+        check_permission(permission)?;
+        check_emails(emails)?;
+        let route = folder_route(name, "/invite");
+        let body = Body::Json(json!({ "perm": permission, "user_ids": emails }));
+        let answer: Value = self.send_json(Method::POST, &route, &[], body).await?;
+        strings(&route, &answer, "invited_ids")
+    }
+
+    /// The pending invitations sent to you.
+    pub async fn vfolder_invitations(&self) -> Result<Vec<Invitation>> {
+        let route = "/folders/invitations/list";
+        let answer: Value = self.send_json(Method::GET, route, &[], Body::Empty).await?;
+        serde_json::from_value(answer.get("invitations").cloned().unwrap_or(Value::Array(Vec::new())))
+            .map_err(|e| protocol(route, format!("invitations: {e}")))
+    }
+
+    /// Accepts an invitation sent to you: the folder appears among yours with the permission
+    /// offered.
+    pub async fn accept_invitation(&self, id: &str) -> Result<()> {
+        let body = Body::Json(json!({ "inv_id": id }));
+        self.send(Method::POST, "/folders/invitations/accept", &[], body).await?;
+        Ok(())
+    }
+
+    /// Rejects an invitation sent to you, or cancels one you sent.
+    pub async fn reject_invitation(&self, id: &str) -> Result<()> {
+        let body = Body::Json(json!({ "inv_id": id }));
+        self.send(Method::DELETE, "/folders/invitations/delete", &[], body).await?;
+        Ok(())
+    }
+
+    /// Gives up a folder someone shares with you (found among the folders shared with you,
+    /// even if one of your own has the same name). Project folders go with the project.
+    pub async fn leave_vfolder(&self, name: &str) -> Result<()> {
+        let body = Body::Json(json!({ "shared_user_uuid": null }));
+        self.send(Method::POST, &folder_route(name, "/leave"), &[], body).await?;
         Ok(())
     }
 

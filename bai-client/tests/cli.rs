@@ -155,3 +155,70 @@ async fn folders_admin_and_errors() {
     assert_eq!(json(&out)["api"], "v7.20230615");
     local.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folders_are_shared_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = LocalManager::start(dir.path()).await.unwrap();
+    let cwd = dir.path();
+    // The superadmin is the other party here: invitations and shares work for any user.
+    assert_eq!(bai(&local, EXAMPLE_USER, cwd, &["vfolder", "create", "cli-shared"]).await.code, 0);
+
+    let out = bai(&local, EXAMPLE_USER, cwd, &["vfolder", "share", "cli-shared", "admin@lablup.com", "-p", "ro"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.split_whitespace().collect::<Vec<_>>(), ["EMAIL", "PERMISSION", "admin@lablup.com", "ro"]);
+    expect![[r#"
+        ✓ cli-shared shared (ro) with 1 user(s)
+    "#]]
+    .assert_eq(&out.stderr);
+    let out = bai(&local, EXAMPLE_ADMIN, cwd, &["-o", "json", "vfolder", "info", "cli-shared"]).await;
+    assert_eq!((json(&out)["permission"].as_str(), json(&out)["is_owner"].as_bool()), (Some("ro"), Some(false)));
+    let out =
+        bai(&local, EXAMPLE_USER, cwd, &["-o", "json", "vfolder", "unshare", "cli-shared", "admin@lablup.com"]).await;
+    assert_eq!(json(&out), serde_json::json!(["admin@lablup.com"]), "{}", out.stderr);
+    let out = bai(&local, EXAMPLE_USER, cwd, &["vfolder", "share", "cli-shared", "nobody@lablup.com"]).await;
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("nobody@lablup.com"), "{}", out.stderr);
+    let out = bai(&local, EXAMPLE_USER, cwd, &["vfolder", "share", "cli-shared", "x@y", "-p", "all"]).await;
+    assert_eq!(out.code, 2, "usage error: {}", out.stderr);
+
+    // Invite, list, accept, leave.
+    let out = bai(&local, EXAMPLE_USER, cwd, &["vfolder", "invite", "cli-shared", "admin@lablup.com"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("✓ invited 1 user(s) to cli-shared (rw)"), "{}", out.stderr);
+    let out = bai(&local, EXAMPLE_USER, cwd, &["vfolder", "invite", "cli-shared", "admin@lablup.com"]).await;
+    assert!(out.stderr.contains("nobody new was invited"), "{}", out.stderr);
+    let out = bai(&local, EXAMPLE_ADMIN, cwd, &["vfolder", "invitations"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut lines = out.stdout.lines();
+    assert_eq!(
+        lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        ["ID", "FOLDER", "INVITER", "PERMISSION", "SENT"]
+    );
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(&row[1..4], ["cli-shared", "user@lablup.com", "rw"]);
+    let id = row[0].to_string();
+    let out = bai(&local, EXAMPLE_ADMIN, cwd, &["vfolder", "accept", &id]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stderr, format!("✓ accepted invitation {id}\n"));
+    let out = bai(&local, EXAMPLE_ADMIN, cwd, &["-o", "json", "vfolder", "invitations"]).await;
+    assert_eq!(json(&out), serde_json::json!([]));
+    let out = bai(&local, EXAMPLE_ADMIN, cwd, &["vfolder", "leave", "cli-shared"]).await;
+    assert_eq!((out.code, out.stderr.as_str()), (0, "✓ left cli-shared\n"));
+    let out = bai(&local, EXAMPLE_ADMIN, cwd, &["vfolder", "leave", "cli-shared"]).await;
+    assert_eq!(out.code, 1, "no longer shared: {}", out.stderr);
+
+    // Reject.
+    assert_eq!(
+        bai(&local, EXAMPLE_USER, cwd, &["vfolder", "invite", "cli-shared", "admin@lablup.com", "-p", "ro"]).await.code,
+        0
+    );
+    let out = bai(&local, EXAMPLE_ADMIN, cwd, &["-o", "json", "vfolder", "invitations"]).await;
+    let id = json(&out)[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(json(&out)[0]["perm"], "ro");
+    let out = bai(&local, EXAMPLE_ADMIN, cwd, &["vfolder", "reject", &id]).await;
+    assert_eq!((out.code, out.stderr), (0, format!("✓ rejected invitation {id}\n")));
+    let out = bai(&local, EXAMPLE_ADMIN, cwd, &["vfolder", "accept", &id]).await;
+    assert_eq!(out.code, 1, "already rejected");
+    local.shutdown().await;
+}

@@ -335,3 +335,75 @@ async fn watched_creation_reports_progress_and_times_out() {
     assert_eq!(user.session_info(&waited.session_id.to_string()).await.unwrap().status, "CANCELLED");
     local.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folders_are_shared_invited_and_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = LocalManager::start(dir.path()).await.unwrap();
+    let admin = client(&local, EXAMPLE_ADMIN);
+    let user = client(&local, EXAMPLE_USER);
+    admin.create_user(&bai_client::NewUser::new("friend@lablup.com", "s3cret!")).await.unwrap();
+    let (ak, sk) = admin.create_keypair("friend@lablup.com", "default", false, 1000).await.unwrap();
+    let friend = client(&local, (&ak, &sk));
+    let friend_email = vec!["friend@lablup.com".to_string()];
+
+    user.create_vfolder(&NewVFolder { name: "team-data".into(), ..NewVFolder::default() }).await.unwrap();
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "shared notes").unwrap();
+    user.vfolder_upload("team-data", &file, "notes.txt", &bai_client::vfolder::no_progress).await.unwrap();
+
+    // Checked before sending, and refused by the server without a change.
+    assert!(matches!(user.share_vfolder("team-data", "rx", &friend_email).await, Err(Error::InvalidInput { .. })));
+    assert!(matches!(user.share_vfolder("team-data", "ro", &[]).await, Err(Error::InvalidInput { .. })));
+    let unknown = user.share_vfolder("team-data", "ro", &["ghost@lablup.com".into()]).await.unwrap_err();
+    assert_eq!(unknown.status(), Some(404));
+    assert!(unknown.to_string().contains("ghost@lablup.com"), "{unknown}");
+    let own = user.share_vfolder("team-data", "ro", &["user@lablup.com".into()]).await.unwrap_err();
+    assert_eq!(own.status(), Some(400), "{own}");
+    assert!(friend.list_vfolders().await.unwrap().is_empty());
+
+    // Shared read-only: the friend reads it but cannot write.
+    let shared = user.share_vfolder("team-data", "ro", &friend_email).await.unwrap();
+    assert_eq!(shared, friend_email);
+    let seen = friend.list_vfolders().await.unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        (seen[0].name.as_str(), seen[0].is_owner, seen[0].permission.as_deref()),
+        ("team-data", false, Some("ro"))
+    );
+    let back = dir.path().join("back.txt");
+    friend.vfolder_download("team-data", "notes.txt", &back, false, &bai_client::vfolder::no_progress).await.unwrap();
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "shared notes");
+    let denied = friend.vfolder_mkdir("team-data", "mine", false).await.unwrap_err();
+    assert_eq!(denied.status(), Some(403), "{denied}");
+    assert_eq!(user.unshare_vfolder("team-data", &friend_email).await.unwrap(), friend_email);
+    assert!(friend.vfolder_info("team-data").await.unwrap_err().is_not_found());
+
+    // Invited, accepted, used, left.
+    assert_eq!(user.invite_to_vfolder("team-data", "rw", &friend_email).await.unwrap(), friend_email);
+    assert!(user.invite_to_vfolder("team-data", "rw", &friend_email).await.unwrap().is_empty(), "already pending");
+    assert!(user.vfolder_invitations().await.unwrap().is_empty());
+    let invitations = friend.vfolder_invitations().await.unwrap();
+    assert_eq!(invitations.len(), 1);
+    let inv = &invitations[0];
+    assert_eq!(
+        (inv.inviter.as_str(), inv.permission.as_str(), inv.vfolder_name.as_str(), inv.state.as_str()),
+        ("user@lablup.com", "rw", "team-data", "pending")
+    );
+    assert!(friend.accept_invitation("not-an-id").await.unwrap_err().status() == Some(400));
+    friend.accept_invitation(&inv.id).await.unwrap();
+    assert_eq!(friend.vfolder_info("team-data").await.unwrap().permission.as_deref(), Some("rw"));
+    friend.vfolder_mkdir("team-data", "from-friend", false).await.unwrap();
+    assert!(friend.vfolder_invitations().await.unwrap().is_empty());
+    friend.leave_vfolder("team-data").await.unwrap();
+    assert!(friend.list_vfolders().await.unwrap().is_empty());
+    assert_eq!(user.leave_vfolder("team-data").await.unwrap_err().status(), Some(400), "owners delete instead");
+
+    // A rejected invitation gives nothing.
+    user.invite_to_vfolder("team-data", "ro", &friend_email).await.unwrap();
+    let id = friend.vfolder_invitations().await.unwrap()[0].id.clone();
+    friend.reject_invitation(&id).await.unwrap();
+    assert!(friend.vfolder_invitations().await.unwrap().is_empty());
+    assert!(friend.vfolder_info("team-data").await.unwrap_err().is_not_found());
+    local.shutdown().await;
+}

@@ -382,6 +382,17 @@ async fn run_code(cli: &Cli, args: &crate::RunArgs) -> Result<i32> {
     result
 }
 
+/// A table of e-mail addresses, with the permission they were given when there is one.
+fn email_table(emails: &[String], permission: Option<&str>) -> Table {
+    let mut t = Table::new(if permission.is_some() { &["email", "permission"] } else { &["email"] });
+    for e in emails {
+        let mut row = vec![e.clone()];
+        row.extend(permission.map(str::to_string));
+        t.row(row);
+    }
+    t
+}
+
 async fn vfolder(cli: &Cli, cmd: &VfolderCmd) -> Result<i32> {
     let client = client(cli)?;
     let folder_table = |folders: &[bai_client::VFolder]| {
@@ -489,6 +500,53 @@ async fn vfolder(cli: &Cli, cmd: &VfolderCmd) -> Result<i32> {
         VfolderCmd::Rm { name } => {
             client.delete_vfolder(name).await?;
             status(cli, &format!("✓ {name} deleted"));
+        }
+        VfolderCmd::Share { name, emails, permission } => {
+            let shared = client.share_vfolder(name, permission, emails).await?;
+            emit(cli.output, &shared, || email_table(&shared, Some(permission)));
+            status(cli, &format!("✓ {name} shared ({permission}) with {} user(s)", shared.len()));
+        }
+        VfolderCmd::Unshare { name, emails } => {
+            let unshared = client.unshare_vfolder(name, emails).await?;
+            emit(cli.output, &unshared, || email_table(&unshared, None));
+            status(cli, &format!("✓ {name} unshared from {} user(s)", unshared.len()));
+        }
+        VfolderCmd::Invite { name, emails, permission } => {
+            let invited = client.invite_to_vfolder(name, permission, emails).await?;
+            emit(cli.output, &invited, || email_table(&invited, Some(permission)));
+            if invited.is_empty() {
+                status(cli, "nobody new was invited: they already have the folder or an invitation to it");
+            } else {
+                status(cli, &format!("✓ invited {} user(s) to {name} ({permission})", invited.len()));
+            }
+        }
+        VfolderCmd::Invitations => {
+            let invitations = client.vfolder_invitations().await?;
+            emit(cli.output, &invitations, || {
+                let mut t = Table::new(&["id", "folder", "inviter", "permission", "sent"]);
+                for i in &invitations {
+                    t.row(vec![
+                        i.id.clone(),
+                        i.vfolder_name.clone(),
+                        i.inviter.clone(),
+                        i.permission.clone(),
+                        time(&i.created_at),
+                    ]);
+                }
+                t
+            });
+        }
+        VfolderCmd::Accept { id } => {
+            client.accept_invitation(id).await?;
+            status(cli, &format!("✓ accepted invitation {id}"));
+        }
+        VfolderCmd::Reject { id } => {
+            client.reject_invitation(id).await?;
+            status(cli, &format!("✓ rejected invitation {id}"));
+        }
+        VfolderCmd::Leave { name } => {
+            client.leave_vfolder(name).await?;
+            status(cli, &format!("✓ left {name}"));
         }
         VfolderCmd::Hosts => {
             let hosts = client.vfolder_hosts().await?;

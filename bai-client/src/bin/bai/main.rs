@@ -329,6 +329,53 @@ pub enum VfolderCmd {
     },
     /// The storage hosts you may use.
     Hosts,
+    /// Share a folder with users at once (your folder, or a project folder you administer).
+    Share {
+        /// The folder.
+        name: String,
+        /// The users' e-mail addresses.
+        #[arg(required = true)]
+        emails: Vec<String>,
+        /// `ro`, `rw` or `wd`.
+        #[arg(long, short = 'p', default_value = "rw", value_parser = ["ro", "rw", "wd"])]
+        permission: String,
+    },
+    /// Take a shared folder away from users.
+    Unshare {
+        /// The folder.
+        name: String,
+        /// The users' e-mail addresses.
+        #[arg(required = true)]
+        emails: Vec<String>,
+    },
+    /// Invite users to one of your folders; they get it once they accept.
+    Invite {
+        /// The folder.
+        name: String,
+        /// The users' e-mail addresses.
+        #[arg(required = true)]
+        emails: Vec<String>,
+        /// `ro`, `rw` or `wd`.
+        #[arg(long, short = 'p', default_value = "rw", value_parser = ["ro", "rw", "wd"])]
+        permission: String,
+    },
+    /// The invitations sent to you.
+    Invitations,
+    /// Accept an invitation.
+    Accept {
+        /// The invitation's id (see `bai vfolder invitations`).
+        id: String,
+    },
+    /// Reject an invitation sent to you (or cancel one you sent).
+    Reject {
+        /// The invitation's id.
+        id: String,
+    },
+    /// Give up a folder someone shares with you.
+    Leave {
+        /// The folder.
+        name: String,
+    },
 }
 
 /// `bai preset …`
