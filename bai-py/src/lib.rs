@@ -6,19 +6,19 @@
 //!
 //! - [`slots`]: `ResourceSlot` and `BinarySize`, bai-core's exact slot arithmetic and byte sizes;
 //! - [`scheduler`]: `Snapshot`, `Config`, `plan`, `explain`, `simulate` and the typed results,
-//!   over bai-scheduler, with the GIL released while the scheduler runs.
+//!   over bai-scheduler, with the GIL released while the scheduler runs;
+//! - `client`: `Client` (blocking calls, the GIL released while they wait) and `AsyncClient`
+//!   (asyncio coroutines) over bai-client, with `Execution` and `EventStream` iterators; every
+//!   call runs on one tokio runtime, created lazily the first time a client needs it.
 //!
 //! Every Rust error becomes an exception deriving from `bai.BaiError` ([`errors`]); bad input
 //! never panics. Python values become the Rust crates' serde types through [`convert`], so field
 //! names and defaults are defined once, in Rust.
-//!
-//! Layout for what comes next: the Python client joins as a `client` module here (registered
-//! from [`_internal`] like the others, re-exported by `bai/client.py`), and its async calls will
-//! share one tokio runtime, created lazily in a `runtime` module the first time a client needs
-//! it; the slot and scheduler parts stay runtime-free.
+//! The slot and scheduler parts stay runtime-free.
 
 use pyo3::prelude::*;
 
+mod client;
 mod convert;
 mod errors;
 pub mod scheduler;
@@ -30,5 +30,6 @@ fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     slots::register(m)?;
     scheduler::register(m)?;
+    client::register(m)?;
     Ok(())
 }
