@@ -3,7 +3,7 @@
 //!
 //! The queries select the fields the official CLI selects, so they work against any manager
 //! speaking that protocol. Most need an admin or superadmin keypair; a regular user's call
-//! fails with [`Error::GraphQl`](crate::Error::GraphQl).
+//! fails with [`Error::GraphQl`].
 
 use std::collections::BTreeMap;
 

@@ -141,6 +141,10 @@ impl Agent for FakeAgent {
         Err(Status::unimplemented("purge_images"))
     }
 
+    async fn list_images(&self, _: Request<pb::ListImagesRequest>) -> Result<Response<pb::ListImagesReply>, Status> {
+        Ok(Response::new(pb::ListImagesReply { images: Vec::new() }))
+    }
+
     async fn shutdown_service(&self, _: Request<pb::ShutdownServiceRequest>) -> Result<Response<pb::Empty>, Status> {
         Err(Status::unimplemented("shutdown_service"))
     }
