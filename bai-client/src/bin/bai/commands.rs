@@ -109,7 +109,21 @@ fn spec_of(new: &NewSessionArgs) -> Result<SessionSpec> {
     spec.name = new.name.clone();
     spec.resources = pairs("--resource", &new.resources)?.into_iter().collect();
     spec.environ = pairs("--env", &new.environ)?.into_iter().collect();
-    spec.mounts = new.mounts.clone();
+    for mount in &new.mounts {
+        match mount.split_once('=') {
+            Some((name, path)) if !name.is_empty() && !path.is_empty() => {
+                spec.mounts.push(name.to_string());
+                spec.mount_map.insert(name.to_string(), path.to_string());
+            }
+            Some(_) => {
+                return Err(Error::InvalidInput {
+                    field: "--mount".into(),
+                    reason: format!("{mount:?} is not FOLDER or FOLDER=PATH"),
+                })
+            }
+            None => spec.mounts.push(mount.clone()),
+        }
+    }
     spec.group = new.group.clone();
     spec.scaling_group = new.scaling_group.clone();
     spec.max_wait_seconds = new.max_wait;
@@ -816,5 +830,24 @@ mod tests {
         assert_eq!(pairs("--env", &["A=1=2".into()]).unwrap(), [("A".to_string(), "1=2".to_string())]);
         let err = pairs("--resource", &["cpu".into()]).unwrap_err().to_string();
         assert_eq!(err, "--resource: \"cpu\" is not KEY=VALUE");
+    }
+
+    #[test]
+    fn mounts_take_an_optional_directory() {
+        let args = |mounts: &[&str]| NewSessionArgs {
+            image: "img".into(),
+            name: None,
+            resources: vec![],
+            environ: vec![],
+            mounts: mounts.iter().map(|m| m.to_string()).collect(),
+            group: None,
+            scaling_group: None,
+            max_wait: 0,
+        };
+        let spec = spec_of(&args(&["data", "models=/home/work/m"])).unwrap();
+        assert_eq!(spec.mounts, ["data", "models"]);
+        assert_eq!(spec.mount_map.get("models").map(String::as_str), Some("/home/work/m"));
+        let err = spec_of(&args(&["=x"])).unwrap_err().to_string();
+        assert_eq!(err, "--mount: \"=x\" is not FOLDER or FOLDER=PATH");
     }
 }

@@ -82,8 +82,9 @@ pub struct NewSessionArgs {
     /// An environment variable, e.g. `-e SEED=7` (repeatable).
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
     pub environ: Vec<String>,
-    /// A folder to mount at /home/work/NAME (repeatable).
-    #[arg(long = "mount", short = 'm', value_name = "FOLDER")]
+    /// A folder to mount at /home/work/FOLDER, or at /home/work/DIR with FOLDER=DIR
+    /// (repeatable).
+    #[arg(long = "mount", short = 'm', value_name = "FOLDER[=DIR]")]
     pub mounts: Vec<String>,
     /// The project to create it in.
     #[arg(long, short = 'g')]
