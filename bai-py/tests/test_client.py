@@ -303,3 +303,32 @@ def test_calls_from_threads_share_the_runtime(user, session):
     for t in threads:
         t.join()
     assert results == [f"{i * 10}\n" for i in range(4)]
+
+
+def test_ctrl_c_interrupts_a_blocking_call(user, session):
+    import _thread
+
+    timer = threading.Timer(0.3, _thread.interrupt_main)
+    started = time.perf_counter()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        user.run_code("py-main", "import time; time.sleep(3)")
+    assert time.perf_counter() - started < 2.5
+    # the client still works afterwards
+    assert user.run_code("py-main", "print(1)")["stdout"] == "1\n"
+
+
+def test_example_script(manager):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "examples" / "python" / "client_demo.py"
+    env = dict(os.environ, BACKEND_ENDPOINT=manager, BACKEND_ACCESS_KEY=USER[0], BACKEND_SECRET_KEY=USER[1])
+    done = subprocess.run([sys.executable, str(script), "host"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "line 2 from Python" in done.stdout
+    assert "hello, bai" in done.stdout
+    assert "exit code 0" in done.stdout
+    assert "a warning" in done.stderr
