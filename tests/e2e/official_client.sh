@@ -66,11 +66,15 @@ bind-host = "127.0.0.1"
 port-range = [43000, 43099]
 scratch-root = "$work/scratch"
 scratch-type = "hostdir"
-vfolder-root = "$work/vfolders"
 stop-timeout = 2.0
 [resource]
 reserved-cpu = 0
 reserved-mem = "512m"
+EOF
+
+cat >"$work/manager.toml" <<EOF
+[storage]
+root = "$work/vfolders"
 EOF
 
 say "creating an admin keypair"
@@ -80,7 +84,7 @@ secret_key="$(sed -n 's/^Secret key: //p' <<<"$keys")"
 [ -n "$access_key" ] && [ -n "$secret_key" ] || fail "keypair create printed no keys: $keys"
 
 say "starting an all-in-one manager on 127.0.0.1:$port"
-BAI_LOG=info "$manager" --db-url "$db" start-server --all-in-one --api-listen "127.0.0.1:$port" \
+BAI_LOG=info "$manager" --config "$work/manager.toml" --db-url "$db" start-server --all-in-one --api-listen "127.0.0.1:$port" \
     --agent-config "$work/agent.toml" >"$work/manager.log" 2>&1 &
 manager_pid=$!
 for _ in $(seq 1 100); do
@@ -150,6 +154,13 @@ grep -q 'upload.txt' <<<"$out" || fail "vfolder ls does not show upload.txt: $ou
 mkdir -p "$work/down"
 out="$(cd "$work/down" && cli vfolder download e2e-data upload.txt 2>&1)" || fail "vfolder download: $out"
 cmp -s "$work/upload.txt" "$work/down/upload.txt" || fail "the downloaded file differs"
+say "backend.ai run -m e2e-data (a folder mounted into the session)"
+out="$(cli run --rm -r cpu=1 -r mem=512m -m e2e-data \
+    -c "print(open('/home/work/e2e-data/upload.txt').read().strip()); _ = open('/home/work/e2e-data/from-kernel.txt', 'w').write('ok')" \
+    "$image" 2>/dev/null)" || fail "run with a mount: $out"
+grep -qx "payload-$$" <<<"$out" || fail "the kernel did not read the mounted file: $out"
+out="$(cli vfolder ls e2e-data 2>&1)" || fail "vfolder ls: $out"
+grep -q 'from-kernel.txt' <<<"$out" || fail "the kernel's file is not in the folder: $out"
 out="$(echo y | cli vfolder rm e2e-data upload.txt 2>&1)" || fail "vfolder rm: $out"
 out="$(cli vfolder delete e2e-data 2>&1)" || fail "vfolder delete: $out"
 
