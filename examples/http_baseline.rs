@@ -14,7 +14,8 @@ const BODY: &str = r#"{"sessionId": "00000000-0000-0000-0000-000000000000", "sta
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:18090".into());
-    let app = axum::Router::new().route("/session/{id}", get(|| async { ([(CONTENT_TYPE, "application/json")], BODY) }));
+    let app =
+        axum::Router::new().route("/session/{id}", get(|| async { ([(CONTENT_TYPE, "application/json")], BODY) }));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     eprintln!("http_baseline listening on {}", listener.local_addr()?);
     axum::serve(listener, app).await

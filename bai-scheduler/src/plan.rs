@@ -211,7 +211,12 @@ impl Placement {
     pub fn explain(&self) -> String {
         let mut agents: Vec<&str> = self.kernels.iter().map(|k| k.agent_id.as_str()).collect();
         agents.dedup();
-        format!("Scheduled: {} kernel(s) on {} in scaling group {:?}.", self.kernels.len(), agents.join(", "), self.scaling_group)
+        format!(
+            "Scheduled: {} kernel(s) on {} in scaling group {:?}.",
+            self.kernels.len(),
+            agents.join(", "),
+            self.scaling_group
+        )
     }
 }
 

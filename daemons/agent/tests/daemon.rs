@@ -235,7 +235,7 @@ fn find<'a>(
 async fn rpc_create_execute_files_destroy_and_metrics() {
     let Some(s) = services() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let config = config(&s, "rpc", dir.path(), 42000);
+    let config = config(&s, "rpc", dir.path(), 22000);
     let _cleanup = cleanup(&s, &config);
     let id = config.agent.id.clone();
     let mut events = Events::new(&s.redis, &id).await;
@@ -274,7 +274,7 @@ async fn rpc_create_execute_files_destroy_and_metrics() {
     assert_eq!(k.kernel_id, kernel);
     let port = k.service_ports.iter().find(|p| p.name == "http-server").expect("the image's service port");
     assert_eq!(port.container_ports, [8000]);
-    assert!((42000..42020).contains(&port.host_ports[0]), "{port:?}");
+    assert!((22000..22020).contains(&port.host_ports[0]), "{port:?}");
     let ours = |e: &Event| e.session_id().map(|s| s.to_string()) == Some(session.clone());
     for name in ["kernel_preparing", "kernel_creating", "kernel_started"] {
         events.wait_for(name, |e| e.name() == name && ours(e)).await;
@@ -462,7 +462,7 @@ async fn rpc_create_execute_files_destroy_and_metrics() {
 async fn callers_without_the_token_are_refused() {
     let Some(s) = services() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let config = config(&s, "auth", dir.path(), 42020);
+    let config = config(&s, "auth", dir.path(), 22020);
     let _cleanup = cleanup(&s, &config);
     let running = daemon::start(config, None).await.expect("agent start");
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", running.rpc_addr))
@@ -487,7 +487,7 @@ async fn callers_without_the_token_are_refused() {
 async fn heartbeats_reach_redis() {
     let Some(s) = services() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config(&s, "heartbeat", dir.path(), 42040);
+    let mut config = config(&s, "heartbeat", dir.path(), 22040);
     config.agent.scaling_group = "sg-test".into();
     let _cleanup = cleanup(&s, &config);
     let id = config.agent.id.clone();
@@ -525,7 +525,7 @@ async fn heartbeats_reach_redis() {
 async fn reconciliation_cleans_up_dead_and_unknown_containers() {
     let Some(s) = services() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let config = config(&s, "sync", dir.path(), 42060);
+    let config = config(&s, "sync", dir.path(), 22060);
     let _cleanup = cleanup(&s, &config);
     let id = config.agent.id.clone();
     let mut events = Events::new(&s.redis, &id).await;
@@ -637,7 +637,7 @@ impl Drop for AgentProcess {
 async fn kill_9_and_restart_loses_nothing_and_sigterm_leaves_kernels_running() {
     let Some(s) = services() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config(&s, "restart", dir.path(), 42080);
+    let mut config = config(&s, "restart", dir.path(), 22080);
     let _cleanup = cleanup(&s, &config);
     // Fixed ports for the child process: find two free ones.
     let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
@@ -751,7 +751,7 @@ fn the_binary_explains_its_options_and_rejects_bad_ones() {
 async fn batch_sessions_report_success_and_failure() {
     let Some(s) = services() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let config = config(&s, "batch", dir.path(), 42100);
+    let config = config(&s, "batch", dir.path(), 22100);
     let _cleanup = cleanup(&s, &config);
     let id = config.agent.id.clone();
     let mut events = Events::new(&s.redis, &id).await;
@@ -809,7 +809,7 @@ async fn mutual_tls_admits_only_clients_with_a_certificate() {
         std::fs::write(&path, text).unwrap();
         path
     };
-    let mut config = config(&s, "mtls", dir.path(), 42120);
+    let mut config = config(&s, "mtls", dir.path(), 22120);
     let _cleanup = cleanup(&s, &config);
     config.rpc.tls_cert = Some(write("server.crt", &server_cert));
     config.rpc.tls_key = Some(write("server.key", &server_key));
@@ -854,7 +854,7 @@ async fn global_settings_come_from_etcd() {
     let Some(endpoints) = service_env("BAI_TEST_ETCD_ENDPOINTS") else { return };
     let endpoints: Vec<String> = endpoints.split(',').map(str::to_owned).collect();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config(&s, "etcd", dir.path(), 42140);
+    let mut config = config(&s, "etcd", dir.path(), 22140);
     let _cleanup = cleanup(&s, &config);
     let namespace = config.agent.id.clone();
     let mut etcd = etcd_client::Client::connect(&endpoints, None).await.expect("etcd");
@@ -971,7 +971,7 @@ async fn watcher_call(
 async fn the_watcher_restarts_a_crashed_agent_which_recovers_its_kernels() {
     let Some(s) = services() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config(&s, "watcher", dir.path(), 42160);
+    let mut config = config(&s, "watcher", dir.path(), 22160);
     let _cleanup = cleanup(&s, &config);
     let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     config.agent.rpc_listen = free();

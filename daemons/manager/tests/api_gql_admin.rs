@@ -876,7 +876,8 @@ async fn images_come_from_the_agents() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let host = images.as_array().and_then(|a| a.iter().find(|i| i["name"] == "host" && i["registry"] == "docker.io")).cloned();
+    let host =
+        images.as_array().and_then(|a| a.iter().find(|i| i["name"] == "host" && i["registry"] == "docker.io")).cloned();
     let host = host.unwrap_or_else(|| panic!("the process backend's `host` image is listed: {images}"));
     assert_eq!(host["architecture"], std::env::consts::ARCH);
     assert!(host["size_bytes"].is_number(), "{host}");

@@ -240,6 +240,12 @@ async fn a_fleet_of_agents_takes_every_session_that_fits_and_no_more() {
                           "resource_slots": {"cpu": ["count", "4"], "mem": ["bytes", "68719476736"]}});
         bus.produce(&Envelope::new(id, Event::AgentHeartbeat { agent_info: info })).await.unwrap();
     }
+    // Every agent registered first, so that "settled" below cannot mean "not all agents seen yet".
+    let registered = Instant::now() + Duration::from_secs(60);
+    while repo::list_agents(&db, None, Some(bai_core::AgentStatus::Alive)).await.unwrap().len() < AGENTS {
+        assert!(Instant::now() < registered, "the agents did not all register within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let mut ids = Vec::new();
     for i in 0..SESSIONS {
         let (s, k) = session_row(&format!("fleet-{i:03}"), if i % 2 == 0 { 1 } else { 2 });
