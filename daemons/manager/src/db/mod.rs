@@ -26,9 +26,10 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sea_orm::sqlx::ConnectOptions as _;
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, SqlErr, SqlxSqliteConnector};
+use sea_orm::sqlx::{ConnectOptions as _, Connection as _};
+use sea_orm::{DatabaseConnection, DbErr, SqlErr, SqlxPostgresConnector, SqlxSqliteConnector};
 use sea_orm_migration::MigratorTrait;
 
 pub mod entities;
@@ -108,6 +109,10 @@ pub type Result<T, E = DbError> = std::result::Result<T, E>;
 /// How long to wait for a connection (and, on SQLite, for a lock held by another writer).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A PostgreSQL connection idle for longer than this is pinged before it is handed out (see
+/// [`connect`]).
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// Opens a connection pool.
 ///
 /// Accepts `postgres://…` (or `postgresql://…`), `sqlite://path?mode=rwc` (or any other URL
@@ -115,20 +120,48 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// on, a 10-second busy timeout and, for files, WAL journaling, on a single connection (see
 /// below). An in-memory database's connection is never recycled, since each connection would
 /// see its own.
+///
+/// Every query outside a transaction takes a connection from the pool, so what the pool does
+/// on each acquire is paid per query. Neither pool pings every connection it hands out (sqlx's
+/// `test_before_acquire`, which doubled the round trips of every query): an SQLite connection
+/// lives in this process and cannot be lost the way a socket can, and a PostgreSQL connection
+/// is pinged only when it has been idle for more than a second — the connections a restarted
+/// server or a proxy's idle timeout may have closed — and replaced when the ping fails.
 pub async fn connect(url: &str) -> Result<DatabaseConnection> {
     let url = url.trim();
     if url.starts_with("sqlite:") {
         connect_sqlite(url).await
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let mut options = ConnectOptions::new(url);
-        options.connect_timeout(ACQUIRE_TIMEOUT).acquire_timeout(ACQUIRE_TIMEOUT).sqlx_logging(false);
-        Ok(Database::connect(options).await?)
+        connect_postgres(url).await
     } else {
         Err(DbError::invalid(
             "database url",
             format!("{url:?} is neither postgres://… nor sqlite:… (e.g. sqlite://manager.db?mode=rwc)"),
         ))
     }
+}
+
+fn sqlx_error(e: sea_orm::sqlx::Error) -> DbError {
+    DbError::Db(DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e)))
+}
+
+async fn connect_postgres(url: &str) -> Result<DatabaseConnection> {
+    let options = PgConnectOptions::from_str(url).map_err(sqlx_error)?.disable_statement_logging();
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > PING_IF_IDLE_FOR {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
+        .connect_with(options)
+        .await
+        .map_err(sqlx_error)?;
+    Ok(SqlxPostgresConnector::from_sqlx_postgres_pool(pool))
 }
 
 async fn connect_sqlite(url: &str) -> Result<DatabaseConnection> {
@@ -138,7 +171,7 @@ async fn connect_sqlite(url: &str) -> Result<DatabaseConnection> {
         .foreign_keys(true)
         .busy_timeout(ACQUIRE_TIMEOUT)
         .disable_statement_logging();
-    let mut pool = SqlitePoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
+    let mut pool = SqlitePoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT).test_before_acquire(false);
     if memory {
         pool = pool.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
     } else {
@@ -149,8 +182,7 @@ async fn connect_sqlite(url: &str) -> Result<DatabaseConnection> {
         // a transaction on it.
         pool = pool.max_connections(1);
     }
-    let pool =
-        pool.connect_with(options).await.map_err(|e| DbError::Db(DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e))))?;
+    let pool = pool.connect_with(options).await.map_err(sqlx_error)?;
     Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
 }
 
