@@ -802,9 +802,11 @@ struct PyAsyncClient {
 /// Defines the calls once for both clients: `fn name(py, client, args…) { … }` where the body,
 /// run with the GIL held, converts the arguments and returns `PyResult<Call>`. `Client` gets a
 /// method that waits for the call and converts its JSON; `AsyncClient` one that returns an
-/// awaitable. `sync { … }` and `async { … }` hold each class's other methods.
+/// awaitable. `both { … }` holds methods written once for both classes (they see only
+/// `self.client`); `sync { … }` and `async { … }` hold each class's other methods.
 macro_rules! client_calls {
     (
+        both { $($both:tt)* }
         sync { $($sync:tt)* }
         async { $($async:tt)* }
         $(
@@ -814,6 +816,7 @@ macro_rules! client_calls {
     ) => {
         #[pymethods]
         impl PyClient {
+            $($both)*
             $($sync)*
             $(
                 $(#[$meta])*
@@ -829,6 +832,7 @@ macro_rules! client_calls {
 
         #[pymethods]
         impl PyAsyncClient {
+            $($both)*
             $($async)*
             $(
                 $(#[$meta])*
@@ -844,7 +848,7 @@ macro_rules! client_calls {
 }
 
 client_calls! {
-    sync {
+    both {
         #[new]
         #[pyo3(signature = (endpoint=None, access_key=None, secret_key=None, *, domain=None, group=None, max_retries=None))]
         fn new(
@@ -881,7 +885,8 @@ client_calls! {
         fn group(&self) -> String {
             self.client.config().group.clone()
         }
-
+    }
+    sync {
         fn __repr__(&self) -> String {
             repr("Client", &self.client)
         }
@@ -904,43 +909,6 @@ client_calls! {
         }
     }
     async {
-        #[new]
-        #[pyo3(signature = (endpoint=None, access_key=None, secret_key=None, *, domain=None, group=None, max_retries=None))]
-        fn new(
-            endpoint: Option<String>,
-            access_key: Option<String>,
-            secret_key: Option<String>,
-            domain: Option<String>,
-            group: Option<String>,
-            max_retries: Option<u32>,
-        ) -> PyResult<Self> {
-            Ok(Self { client: make_client(endpoint, access_key, secret_key, domain, group, max_retries)? })
-        }
-
-        /// The endpoint requests go to.
-        #[getter]
-        fn endpoint(&self) -> String {
-            self.client.endpoint().to_string()
-        }
-
-        /// The access key requests are signed with ("" when anonymous).
-        #[getter]
-        fn access_key(&self) -> String {
-            self.client.config().access_key.clone()
-        }
-
-        /// The domain sent with requests.
-        #[getter]
-        fn domain(&self) -> String {
-            self.client.config().domain.clone()
-        }
-
-        /// The project (group) sessions are created in.
-        #[getter]
-        fn group(&self) -> String {
-            self.client.config().group.clone()
-        }
-
         fn __repr__(&self) -> String {
             repr("AsyncClient", &self.client)
         }
