@@ -445,7 +445,8 @@ impl Client {
                     None => std::future::pending().await,
                 }
             };
-            let status = tokio::select! {
+            // Each tick, and each event that may end the wait, is a status check.
+            tokio::select! {
                 _ = timeout => {
                     created.status = "TIMEOUT".into();
                     return Ok(created);
@@ -453,12 +454,13 @@ impl Client {
                 event = event => match event {
                     Some(Ok(event)) => {
                         on_event(&event);
-                        match event.name.as_str() {
-                            "session_started" => "RUNNING".to_string(),
-                            "session_terminated" | "session_cancelled" | "session_failure" | "kernel_cancelled" => {
-                                self.session_status(&id).await?.0
-                            }
-                            _ => continue,
+                        let decisive = matches!(
+                            event.name.as_str(),
+                            "session_started" | "session_terminated" | "session_cancelled" | "session_failure"
+                                | "kernel_cancelled"
+                        );
+                        if !decisive {
+                            continue;
                         }
                     }
                     Some(Err(e)) => return Err(e),
@@ -467,16 +469,16 @@ impl Client {
                         continue;
                     }
                 },
-                _ = tick.tick() => self.session_status(&id).await?.0,
-            };
-            match status.as_str() {
-                "RUNNING" | "RUNNING_DEGRADED" | "ERROR" | "TERMINATED" | "CANCELLED" | "TERMINATING" => {
-                    let (status, service_ports) = self.session_status(&id).await?;
-                    created.status = status;
-                    created.service_ports = service_ports;
-                    return Ok(created);
-                }
-                _ => {}
+                _ = tick.tick() => {}
+            }
+            let (status, service_ports) = self.session_status(&id).await?;
+            if matches!(
+                status.as_str(),
+                "RUNNING" | "RUNNING_DEGRADED" | "ERROR" | "TERMINATED" | "CANCELLED" | "TERMINATING"
+            ) {
+                created.status = status;
+                created.service_ports = service_ports;
+                return Ok(created);
             }
         }
     }
