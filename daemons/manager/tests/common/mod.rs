@@ -8,11 +8,8 @@ pub mod backends;
 
 use std::net::SocketAddr;
 
-use bai_agent::config::{AgentConfig, ContainerBackend, EventBackend as AgentEvents, ScratchType};
 use bai_core::signing::{self, RequestToSign, API_VERSION};
 use bai_core::AccessKey;
-use bai_manager::config::{EventBackend, ManagerConfig};
-use bai_manager::server::{self, RunningManager, StartOptions};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -28,11 +25,6 @@ pub const STORAGE_SECRET: &str = bai_manager::local::STORAGE_SECRET;
 
 /// A running all-in-one manager whose kernels are killed when the test is done with it.
 pub type AllInOne = bai_manager::local::LocalManager;
-
-/// Kills the process group of every kernel the process backend recorded under `root`.
-pub fn kill_process_kernels(root: &std::path::Path) {
-    bai_agent_runtime::runtime::process::ProcessRuntime::kill_all(root)
-}
 
 /// An all-in-one manager in `dir` with an embedded agent on the process backend (kernels run
 /// the host's programs; use image `host`).
