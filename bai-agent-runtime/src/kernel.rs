@@ -23,6 +23,7 @@ use crate::ports::PortPool;
 use crate::resources::allocator::{Allocation, Allocator};
 use crate::runtime::{BindMount, ContainerRuntime, ContainerSpec, PortMapping, Termination};
 use crate::scratch::{Scratch, ScratchManager};
+use crate::services::{self, ServiceDef};
 use crate::vfolder::VFolderMount;
 
 /// Node-wide settings of a [`KernelRuntime`].
@@ -89,6 +90,12 @@ pub struct Kernel {
     pub allocation: Allocation,
     /// The services its image declares.
     pub service_ports: Vec<ServicePort>,
+    /// How to start them, by name (see [`services`](crate::services)).
+    #[serde(default)]
+    pub service_defs: BTreeMap<String, ServiceDef>,
+    /// The image's `ai.backend.runtime-path`, for service commands.
+    #[serde(default)]
+    pub runtime_path: Option<String>,
     /// Host ports, by container port.
     pub host_ports: BTreeMap<u16, u16>,
     /// Its scratch directories.
@@ -222,6 +229,7 @@ impl KernelRuntime {
             Some(label) => labels::parse_service_ports(label)?,
             None => Vec::new(),
         };
+        let service_defs = services::parse_service_defs(&image.labels, &service_ports)?;
         let bind_mounts = self.runtime.supports_bind_mounts();
         if !bind_mounts && !config.mounts.is_empty() {
             return Err(Error::invalid(
@@ -296,6 +304,8 @@ impl KernelRuntime {
             container_id,
             allocation,
             service_ports,
+            service_defs,
+            runtime_path: image.labels.get(services::RUNTIME_PATH).cloned(),
             host_ports,
             scratch,
         })
@@ -370,12 +380,19 @@ impl KernelRuntime {
             }
             let service_ports =
                 labels.service_ports.as_deref().map(labels::parse_service_ports).transpose()?.unwrap_or_default();
+            // A container carries its image's labels, service definitions among them.
+            let service_defs = services::parse_service_defs(&info.labels, &service_ports).unwrap_or_else(|e| {
+                tracing::warn!(container = %info.id, error = %e, "ignoring the service definitions");
+                BTreeMap::new()
+            });
             let kernel = Kernel {
                 kernel_id: labels.kernel_id,
                 session_id: labels.session_id,
                 container_id: info.id.clone(),
                 allocation,
                 service_ports,
+                service_defs,
+                runtime_path: info.labels.get(services::RUNTIME_PATH).cloned(),
                 host_ports: labels.host_ports,
                 scratch: self.scratch.paths(labels.kernel_id),
             };

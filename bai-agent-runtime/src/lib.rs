@@ -9,6 +9,7 @@
 //!   virtual-folder mounts that cannot escape their host root.
 //! - [`stats`]: per-container and node statistics from the cgroup hierarchy and /proc.
 //! - [`exec`]: code execution inside kernels, in batch and query modes, through a small runner.
+//! - [`services`]: services inside kernels (Jupyter, an HTTP or TCP server) started on demand.
 //! - [`labels`]: the container labels from which an agent rebuilds its state.
 //! - [`rpc`]: the manager ↔ agent gRPC protocol (generated client and server, token check).
 //! - [`bus`]: the event bus (Redis streams, or in process) agents and the manager share.
@@ -27,6 +28,7 @@ pub mod resources;
 pub mod rpc;
 pub mod runtime;
 pub mod scratch;
+pub mod services;
 pub mod stats;
 pub mod vfolder;
 

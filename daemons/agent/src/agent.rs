@@ -15,9 +15,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bai_agent_runtime::bus::{Envelope, EventBus};
 use bai_agent_runtime::exec::{self, ExecResult, KernelRunner, Mode};
 use bai_agent_runtime::kernel::{Kernel, KernelConfig, KernelRuntime, VFolderRequest};
-use bai_agent_runtime::labels;
+use bai_agent_runtime::labels::{self, ServicePort};
 use bai_agent_runtime::rpc::{pb, slots_from_wire, slots_to_wire};
 use bai_agent_runtime::runtime::{PullProgress, Termination};
+use bai_agent_runtime::services::{ServiceLauncher, ServiceOptions, Started};
 use bai_agent_runtime::stats::{ContainerMetrics, ContainerTarget, MetricValue, NodeStatCollector, StatCollector};
 use bai_agent_runtime::Error as RuntimeError;
 use bai_core::{AgentId, Event, KernelId, MountPermission, SessionId};
@@ -67,6 +68,7 @@ pub struct Agent {
     watchers: Mutex<HashMap<KernelId, tokio::task::AbortHandle>>,
     owners: Mutex<HashMap<KernelId, Owner>>,
     stats: Mutex<StatState>,
+    services: ServiceLauncher,
 }
 
 struct StatState {
@@ -154,6 +156,7 @@ impl Agent {
             watchers: Mutex::new(HashMap::new()),
             owners: Mutex::new(HashMap::new()),
             stats: Mutex::new(StatState { containers, node, last: BTreeMap::new() }),
+            services: ServiceLauncher::default(),
         })
     }
 
@@ -283,12 +286,26 @@ impl Agent {
             "kernel_host": self.settings.public_host,
             "agent_addr": self.settings.rpc_addr,
             "scaling_group": self.settings.scaling_group,
-            "service_ports": kernel.service_ports.iter().map(|s| json!({
-                "name": s.name,
-                "protocol": s.protocol,
-                "container_ports": s.container_ports,
-                "host_ports": s.container_ports.iter().filter_map(|c| kernel.host_ports.get(c)).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
+            "service_ports": kernel.service_ports.iter().map(|s| {
+                let mut port = json!({
+                    "name": s.name,
+                    "protocol": s.protocol,
+                    "container_ports": s.container_ports,
+                    "host_ports": s.container_ports.iter().filter_map(|c| kernel.host_ports.get(c)).collect::<Vec<_>>(),
+                });
+                if let Some(def) = kernel.service_defs.get(&s.name) {
+                    if let Some(t) = &def.url_template {
+                        port["url_template"] = json!(t);
+                    }
+                    if !def.allowed_arguments.is_empty() {
+                        port["allowed_arguments"] = json!(def.allowed_arguments);
+                    }
+                    if !def.allowed_envs.is_empty() {
+                        port["allowed_envs"] = json!(def.allowed_envs);
+                    }
+                }
+                port
+            }).collect::<Vec<_>>(),
             "resource_spec": kernel.allocation,
         })
     }
@@ -744,6 +761,46 @@ impl Agent {
             exit_code: result.exit_code.unwrap_or(0),
             options_json: String::new(),
         })
+    }
+
+    /// Starts a service of a kernel (see [`bai_agent_runtime::services`]) unless it listens
+    /// already. `opts_json` is `{"arguments": {..}, "envs": {..}}` or empty.
+    pub async fn start_service(&self, kernel_id: &str, service: &str, opts_json: &str) -> Result<Started> {
+        let kernel = self.kernel_of("kernel_id", kernel_id)?;
+        let port = kernel_service(&kernel, service)?;
+        let options: ServiceOptions = match opts_json.trim() {
+            "" => ServiceOptions::default(),
+            raw => serde_json::from_str(raw).map_err(|e| AgentError::invalid("opts_json", e.to_string()))?,
+        };
+        let runtime = self.kernels.runtime().as_ref();
+        let started = self
+            .services
+            .start(
+                runtime,
+                &kernel.container_id,
+                port,
+                kernel.service_defs.get(service),
+                kernel.runtime_path.as_deref(),
+                &options,
+            )
+            .await?;
+        tracing::info!(kernel = %kernel.kernel_id, service, status = started.as_str(), "start service");
+        Ok(started)
+    }
+
+    /// Stops a service [`Agent::start_service`] started; not running is [`RuntimeError::NotFound`].
+    pub async fn shutdown_service(&self, kernel_id: &str, service: &str) -> Result<()> {
+        let kernel = self.kernel_of("kernel_id", kernel_id)?;
+        kernel_service(&kernel, service)?;
+        if self.services.stop(self.kernels.runtime().as_ref(), &kernel.container_id, service).await? {
+            Ok(())
+        } else {
+            Err(RuntimeError::NotFound {
+                kind: "running service",
+                id: format!("{service} in kernel {}", kernel.kernel_id),
+            }
+            .into())
+        }
     }
 
     /// Interrupts the code running in a kernel.
@@ -1304,6 +1361,21 @@ fn set_values(mut set: impl FnMut(&str, f64), mv: &MetricValue) {
         set("capacity", decimal_f64(c));
         set("pct", decimal_f64(mv.pct));
     }
+}
+
+/// The service `name` of `kernel`, or an error naming the services it has.
+fn kernel_service<'k>(kernel: &'k Kernel, name: &str) -> Result<&'k ServicePort> {
+    if name.is_empty() {
+        return Err(AgentError::invalid("service", "is required"));
+    }
+    kernel.service_ports.iter().find(|p| p.name == name).ok_or_else(|| {
+        let known: Vec<&str> = kernel.service_ports.iter().map(|p| p.name.as_str()).collect();
+        RuntimeError::NotFound {
+            kind: "service",
+            id: format!("{name} in kernel {} (it has {known:?})", kernel.kernel_id),
+        }
+        .into()
+    })
 }
 
 fn service_ports(kernel: &Kernel) -> Vec<pb::ServicePort> {

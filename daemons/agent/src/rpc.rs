@@ -239,19 +239,20 @@ impl AgentRpc for AgentService {
     ) -> Result<Response<pb::Empty>, Status> {
         let r = request.into_inner();
         self.call("shutdown_service", async {
-            let kernel_id: KernelId = parse_id("kernel_id", &r.kernel_id)?;
-            if self.agent.kernels().kernel(kernel_id).is_none() {
-                return Err(bai_agent_runtime::Error::NotFound { kind: "kernel", id: kernel_id.to_string() }.into());
-            }
-            if r.service.is_empty() {
-                return Err(AgentError::invalid("service", "is required"));
-            }
-            // This agent starts no in-container services yet, so none can be running.
-            Err(bai_agent_runtime::Error::NotFound {
-                kind: "service",
-                id: format!("{} in kernel {kernel_id}", r.service),
-            }
-            .into())
+            self.agent.shutdown_service(&r.kernel_id, &r.service).await?;
+            Ok(pb::Empty {})
+        })
+        .await
+    }
+
+    async fn start_service(
+        &self,
+        request: Request<pb::StartServiceRequest>,
+    ) -> Result<Response<pb::StartServiceReply>, Status> {
+        let r = request.into_inner();
+        self.call("start_service", async {
+            let started = self.agent.start_service(&r.kernel_id, &r.service, &r.opts_json).await?;
+            Ok(pb::StartServiceReply { status: started.as_str().into() })
         })
         .await
     }

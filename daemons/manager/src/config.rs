@@ -56,6 +56,14 @@ pub struct ManagerSection {
     pub heartbeat_timeout: f64,
     /// Seconds between scheduler passes (a `do_schedule` event runs one at once).
     pub schedule_interval: f64,
+    /// Serves the API over TLS (HTTPS, and WSS for the streaming routes) with `ssl-cert` and
+    /// `ssl-privkey`.
+    pub ssl_enabled: bool,
+    /// The PEM certificate chain of the API (the server's certificate first); required when
+    /// `ssl-enabled`.
+    pub ssl_cert: Option<PathBuf>,
+    /// The PEM private key of `ssl-cert`; required when `ssl-enabled`.
+    pub ssl_privkey: Option<PathBuf>,
 }
 
 impl Default for ManagerSection {
@@ -66,6 +74,9 @@ impl Default for ManagerSection {
             metrics_listen: SocketAddr::from(([0, 0, 0, 0], 18080)),
             heartbeat_timeout: 40.0,
             schedule_interval: 2.0,
+            ssl_enabled: false,
+            ssl_cert: None,
+            ssl_privkey: None,
         }
     }
 }
@@ -206,7 +217,27 @@ impl ManagerConfig {
         if self.agent_rpc.tls_cert.is_some() != self.agent_rpc.tls_key.is_some() {
             return Err(invalid("agent-rpc.tls-cert", "tls-cert and tls-key go together"));
         }
+        self.api_tls_files()?;
         Ok(())
+    }
+
+    /// The API's certificate and key files when `[manager] ssl-enabled` is set (`None` when
+    /// it is not); either file unset is an error naming it. The files are read at start
+    /// ([`crate::tls::server_config`]).
+    pub fn api_tls_files(&self) -> Result<Option<(&Path, &Path)>, ConfigError> {
+        if !self.manager.ssl_enabled {
+            return Ok(None);
+        }
+        fn file<'a>(value: &'a Option<PathBuf>, field: &str) -> Result<&'a Path, ConfigError> {
+            match value {
+                Some(p) if !p.as_os_str().is_empty() => Ok(p.as_path()),
+                _ => Err(invalid(field, "ssl-enabled is true but no PEM file is set")),
+            }
+        }
+        Ok(Some((
+            file(&self.manager.ssl_cert, "manager.ssl-cert")?,
+            file(&self.manager.ssl_privkey, "manager.ssl-privkey")?,
+        )))
     }
 
     /// The agents' RPC token from the file or its token file, if set.
@@ -250,5 +281,26 @@ mod tests {
         c.db.url = "mysql://u:secret@h/db".into();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("db.url") && !err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn ssl_needs_both_files() {
+        let c = ManagerConfig::from_toml("[manager]\nssl-enabled = true\nssl-privkey = \"/k.pem\"\n").unwrap();
+        let err = c.validate().unwrap_err();
+        assert_eq!(err.field, "manager.ssl-cert");
+        assert_eq!(err.to_string(), "configuration: manager.ssl-cert: ssl-enabled is true but no PEM file is set");
+        let c = ManagerConfig::from_toml("[manager]\nssl-enabled = true\nssl-cert = \"/c.pem\"\nssl-privkey = \"\"\n")
+            .unwrap();
+        assert_eq!(c.validate().unwrap_err().field, "manager.ssl-privkey");
+        let c = ManagerConfig::from_toml(
+            "[manager]\nssl-enabled = true\nssl-cert = \"/c.pem\"\nssl-privkey = \"/k.pem\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.api_tls_files().unwrap(), Some((Path::new("/c.pem"), Path::new("/k.pem"))));
+        // Files without ssl-enabled are kept but unused, as in the original.
+        let c = ManagerConfig::from_toml("[manager]\nssl-cert = \"/c.pem\"\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.api_tls_files().unwrap(), None);
     }
 }

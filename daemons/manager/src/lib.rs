@@ -5,8 +5,9 @@
 //! [`scheduler`] loop and [`lifecycle`] event handling, [`storage`]) → [`db`] (repositories over
 //! sea-orm entities, PostgreSQL or SQLite). [`server`] composes a running manager (optionally
 //! with an embedded agent), [`local`] a self-contained one in a directory, [`cli`] is the
-//! command line, [`metrics`] the Prometheus endpoint and [`agent_client`] the agents' RPC
-//! clients. See docs/ARCHITECTURE.md for the invariants.
+//! command line, [`metrics`] the Prometheus endpoint, [`agent_client`] the agents' RPC
+//! clients and [`tls`] the API listener's optional TLS. See docs/ARCHITECTURE.md for the
+//! invariants.
 
 pub mod agent_client;
 pub mod api;
@@ -22,6 +23,7 @@ pub mod scheduler;
 pub mod server;
 pub mod sessions;
 pub mod storage;
+pub mod tls;
 
 pub use bai_core;
 pub use bai_scheduler;

@@ -93,9 +93,10 @@ impl LocalManager {
         Err(StartError::AgentNotRegistered)
     }
 
-    /// The API endpoint, e.g. `http://127.0.0.1:40123` (what `BACKEND_ENDPOINT` should say).
+    /// The API endpoint, e.g. `http://127.0.0.1:40123` (what `BACKEND_ENDPOINT` should say;
+    /// `https://…` when the configuration enables TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.api_addr)
+        RunningManager::endpoint(self)
     }
 
     /// Stops the manager and its agent, then kills the kernels' processes.

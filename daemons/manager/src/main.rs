@@ -38,7 +38,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        eprintln!("bai-manager {}: API on http://{}", bai_manager::VERSION, running.api_addr);
+        eprintln!("bai-manager {}: API on {}", bai_manager::VERSION, running.endpoint());
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(s) => s,
             Err(e) => {

@@ -51,6 +51,9 @@ pub enum StartError {
     /// The agent clients.
     #[error("{0}")]
     Clients(#[from] crate::agent_client::AgentCallError),
+    /// The API's TLS certificate or key (`[manager] ssl-cert`, `ssl-privkey`), naming the file.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Options beyond the configuration file.
@@ -71,6 +74,8 @@ pub struct RunningManager {
     pub manager: Arc<Manager>,
     /// Where the API listens.
     pub api_addr: SocketAddr,
+    /// Whether the API is served over TLS (`[manager] ssl-enabled`).
+    pub api_tls: bool,
     /// Where the Prometheus metrics (`/metrics`, `/metrics/service_discovery`) are served.
     pub metrics_addr: SocketAddr,
     /// The embedded agent, in the all-in-one mode.
@@ -81,6 +86,12 @@ pub struct RunningManager {
 }
 
 impl RunningManager {
+    /// The API endpoint: `https://<api_addr>` with TLS, else `http://<api_addr>` (with an
+    /// unspecified listen address such as `0.0.0.0`, clients use a reachable host instead).
+    pub fn endpoint(&self) -> String {
+        format!("{}://{}", if self.api_tls { "https" } else { "http" }, self.api_addr)
+    }
+
     /// Stops the API, the loops and the embedded agent (whose kernels keep running).
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
@@ -205,6 +216,11 @@ pub async fn database(config: &ManagerConfig) -> Result<DatabaseConnection, Star
 /// Starts a manager.
 pub async fn start(config: ManagerConfig, options: StartOptions) -> Result<RunningManager, StartError> {
     config.validate()?;
+    // Read the certificate first: a bad one stops the start before anything runs.
+    let api_tls = match config.api_tls_files()? {
+        Some((cert, key)) => Some(crate::tls::server_config(cert, key)?),
+        None => None,
+    };
     let db = database(&config).await?;
     if let Some(fixture) = &options.fixture {
         if crate::db::repo::list_users(&db, None).await?.is_empty() {
@@ -263,9 +279,14 @@ pub async fn start(config: ManagerConfig, options: StartOptions) -> Result<Runni
         .local_addr()
         .map_err(|e| StartError::Listen { addr: config.manager.api_listen, reason: e.to_string() })?;
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(crate::api::serve(listener, router, async move {
+    let shutdown = async move {
         let _ = stopped.wait_for(|s| *s).await;
-    }));
+    };
+    let tls = api_tls.is_some();
+    let server = match api_tls {
+        Some(tls) => tokio::spawn(crate::api::serve_tls(listener, tls, router, shutdown)),
+        None => tokio::spawn(crate::api::serve(listener, router, shutdown)),
+    };
     let mut discovery = ServiceDiscovery::new(db.clone(), &config.manager.id, metrics_addr);
     if let Some(agent) = &agent {
         discovery = discovery.with_agent_metrics(agent.agent.settings().id.as_str(), agent.metrics_addr);
@@ -279,8 +300,8 @@ pub async fn start(config: ManagerConfig, options: StartOptions) -> Result<Runni
             tracing::warn!(error = %e, "the metrics server failed");
         }
     }));
-    tracing::info!(api = %api_addr, metrics = %metrics_addr, "manager started");
-    Ok(RunningManager { manager, api_addr, metrics_addr, agent, stop, tasks, server })
+    tracing::info!(api = %api_addr, tls, metrics = %metrics_addr, "manager started");
+    Ok(RunningManager { manager, api_addr, api_tls: tls, metrics_addr, agent, stop, tasks, server })
 }
 
 fn random_token() -> String {

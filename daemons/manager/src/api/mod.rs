@@ -243,6 +243,28 @@ where
         .await
 }
 
+/// [`serve`] over TLS: every connection of `listener` is a TLS handshake with `tls` (see
+/// [`crate::tls::server_config`]) before HTTP. Graceful shutdown, HTTP upgrades (WebSockets)
+/// and `ConnectInfo<SocketAddr>` work as with [`serve`]; a connection whose handshake fails is
+/// closed without disturbing the others.
+pub async fn serve_tls<F>(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    use axum::serve::ListenerExt;
+    // `tap_io` only so that axum's `Connected` impl for any listener's address applies (it has
+    // one for `TapIo<L, _>`, none for a foreign listener itself).
+    let listener = crate::tls::TlsListener::new(listener, tls)?.tap_io(|_| {});
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 async fn url_not_found() -> ApiError {
     ApiError::url_not_found()
 }
