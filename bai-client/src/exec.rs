@@ -219,35 +219,43 @@ impl Client {
     /// ```
     pub async fn execute(&self, reference: &str, request: &ExecRequest) -> Result<Execution> {
         let route = format!("/stream/session/{}/execute", seg(reference));
-        let mut url = self.url(&route, &[])?;
-        let headers = self.signed_headers(&Method::GET, &url, None)?;
-        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
-        url.set_scheme(scheme).map_err(|()| protocol(&route, "cannot make a WebSocket URL"))?;
-        let mut handshake = url.as_str().into_client_request().map_err(|e| protocol(&route, e))?;
-        for (name, value) in &headers {
-            handshake.headers_mut().insert(name, value.clone());
-        }
-        let (mut socket, _) = match tokio_tungstenite::connect_async(handshake).await {
-            Ok(connected) => connected,
-            Err(tungstenite::Error::Http(response)) => {
-                let body = response.body().clone().unwrap_or_default();
-                return Err(Error::Api {
-                    status: response.status().as_u16(),
-                    method: "GET".into(),
-                    path: url.path().to_string(),
-                    problem: Box::new(Problem::from_body(&body)),
-                });
-            }
-            Err(tungstenite::Error::Io(e)) => {
-                return Err(Error::Unreachable { url: url.to_string(), reason: e.to_string() });
-            }
-            Err(e) => return Err(protocol(&route, e)),
-        };
+        let mut socket = self.websocket(&route, &[]).await?;
         socket
             .send(Message::Text(request.first_message().to_string().into()))
             .await
             .map_err(|e| protocol(&route, e))?;
         Ok(Execution { socket, pending: VecDeque::new(), finished: false })
+    }
+
+    /// Opens a signed WebSocket to `route`; a refused handshake is [`Error::Api`] with the
+    /// server's problem details.
+    pub(crate) async fn websocket(
+        &self,
+        route: &str,
+        query: &[(&str, String)],
+    ) -> Result<WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>> {
+        let mut url = self.url(route, query)?;
+        let headers = self.signed_headers(&Method::GET, &url, None)?;
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        url.set_scheme(scheme).map_err(|()| protocol(route, "cannot make a WebSocket URL"))?;
+        let mut handshake = url.as_str().into_client_request().map_err(|e| protocol(route, e))?;
+        for (name, value) in &headers {
+            handshake.headers_mut().insert(name, value.clone());
+        }
+        match tokio_tungstenite::connect_async(handshake).await {
+            Ok((socket, _)) => Ok(socket),
+            Err(tungstenite::Error::Http(response)) => {
+                let body = response.body().clone().unwrap_or_default();
+                Err(Error::Api {
+                    status: response.status().as_u16(),
+                    method: "GET".into(),
+                    path: url.path().to_string(),
+                    problem: Box::new(Problem::from_body(&body)),
+                })
+            }
+            Err(tungstenite::Error::Io(e)) => Err(Error::Unreachable { url: url.to_string(), reason: e.to_string() }),
+            Err(e) => Err(protocol(route, e)),
+        }
     }
 
     /// Runs code to the end and returns its output (for code that needs no input).

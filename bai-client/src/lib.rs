@@ -13,7 +13,8 @@
 //!   folders ([`Client::create_vfolder`], [`Client::vfolder_upload`], sharing with
 //!   [`Client::share_vfolder`] and [`Client::invite_to_vfolder`], …), administration
 //!   ([`Client::list_agents`], [`Client::create_keypair`], [`Client::create_user`], …),
-//!   presets and raw [`Client::graphql`].
+//!   presets, raw [`Client::graphql`], and the apps inside sessions ([`Client::apps`],
+//!   [`Client::forward_app`] for a local port, [`Client::app_link`] for a browser).
 //! - [`Error`]: one enum; API failures keep the server's problem details
 //!   ([`Error::problem`]) and [`Error::hint`] says what to do about common ones.
 //!
@@ -30,6 +31,7 @@
 //! ```
 
 pub mod admin;
+pub mod apps;
 mod client;
 pub mod config;
 pub mod error;
@@ -43,6 +45,7 @@ pub mod vfolder;
 pub use admin::{
     Agent, Domain, Group, Image, KeyPair, NewUser, Preset, PresetCheck, ResourcePolicy, ScalingGroup, User,
 };
+pub use apps::{AppInfo, AppLink, AppOptions};
 pub use client::{Client, ServerVersion, USER_AGENT};
 pub use config::Config;
 pub use error::{Error, GraphQlError, Problem, Result};

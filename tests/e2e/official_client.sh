@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # End to end with the official Backend.AI client: installs backend.ai-client 23.9.10 in a venv,
 # starts an all-in-one bai-manager (an embedded agent on Docker), and drives sessions, the admin
-# listings, a second user's isolation and virtual folders through the unmodified `backend.ai`
-# CLI, asserting on its output; then runs code through our own `bai` CLI against the same
+# listings, a second user's isolation, the session's apps (`backend.ai app` forwarding a local
+# port) and virtual folders through the unmodified `backend.ai` CLI, asserting on its output; then runs code through our own `bai` CLI against the same
 # manager.
 #
 # Needs: BAI_TEST_DOCKER_HOST and BAI_TEST_KERNEL_IMAGE (scripts/test sets them), cargo, python3
@@ -40,7 +40,9 @@ bai="$target/debug/bai"
 work="$(mktemp -d /tmp/bai-e2e.XXXXXX)"
 agent_id="i-e2e-$$"
 manager_pid=""
+app_pids=()
 cleanup() {
+    for pid in "${app_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     if [ -n "$manager_pid" ]; then
         kill "$manager_pid" 2>/dev/null || true
         wait "$manager_pid" 2>/dev/null || true
@@ -144,6 +146,50 @@ grep -q '"total_count": 0' <<<"$out" || fail "carol's ps is not empty: $out"
 if out="$(BACKEND_ACCESS_KEY=$carol_ak BACKEND_SECRET_KEY=$carol_sk cli session rm e2e-sess 2>&1)"; then
     fail "carol destroyed the admin's session: $out"
 fi
+
+say "backend.ai apps / app: the session's services through the manager"
+out="$(cli apps e2e-sess --list-names 2>&1)" || fail "apps: $out"
+echo "$out"
+grep -q 'http-server, echo' <<<"$out" || fail "apps does not list http-server and echo: $out"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+    for _ in $(seq 1 100); do
+        python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+echo_port="$(free_port)"
+cli app e2e-sess echo -b "127.0.0.1:$echo_port" >"$work/app-echo.log" 2>&1 &
+app_pids+=($!)
+wait_port "$echo_port" || fail "backend.ai app did not listen: $(cat "$work/app-echo.log")"
+reply="$(python3 - "$echo_port" <<'PY'
+import socket, sys
+conn = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 60)
+conn.sendall(b"ping through the app proxy")
+data = b""
+while len(data) < 26:
+    chunk = conn.recv(4096)
+    if not chunk:
+        break
+    data += chunk
+print(data.decode())
+PY
+)" || fail "the echo app did not answer: $(cat "$work/app-echo.log")"
+[ "$reply" = "ping through the app proxy" ] || fail "the echo app answered: $reply"
+http_port="$(free_port)"
+cli app e2e-sess http-server -b "127.0.0.1:$http_port" >"$work/app-http.log" 2>&1 &
+app_pids+=($!)
+wait_port "$http_port" || fail "backend.ai app did not listen: $(cat "$work/app-http.log")"
+out="$(curl -fsS --max-time 60 "http://127.0.0.1:$http_port/")" || fail "http-server through the proxy: $(cat "$work/app-http.log")"
+grep -q 'Directory listing for /' <<<"$out" || fail "http-server answered: $out"
+grep -q "http://127.0.0.1:$http_port/" "$work/app-http.log" || fail "app did not print the URL: $(cat "$work/app-http.log")"
+if out="$(BACKEND_ACCESS_KEY=$carol_ak BACKEND_SECRET_KEY=$carol_sk cli apps e2e-sess 2>&1)" && ! grep -qi 'error\|fail' <<<"$out"; then
+    fail "carol lists the admin's apps: $out"
+fi
+echo "carol: $out"
+for pid in "${app_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+app_pids=()
 
 say "backend.ai vfolder create/upload/ls/download/rm/delete"
 echo "payload-$$" >"$work/upload.txt"

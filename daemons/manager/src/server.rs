@@ -176,11 +176,12 @@ pub fn app(state: ApiState) -> Router {
                 .merge(crate::api::session::routes())
                 .merge(crate::api::events::routes())
                 .merge(crate::api::stream::routes())
+                .merge(crate::api::apps::routes())
                 .merge(crate::api::gql::routes())
                 .merge(crate::api::resource::routes())
                 .merge(crate::api::vfolder::routes()),
         )
-        .public(crate::api::vfolder::public_routes())
+        .public(crate::api::vfolder::public_routes().merge(crate::api::apps::public_routes()))
         .build(state)
 }
 

@@ -458,25 +458,38 @@ impl Storage {
 
     /// Signs a grant into a token: hex of its JSON, a dot, hex of its HMAC-SHA256.
     pub fn issue(&self, grant: &Grant) -> String {
-        let payload = serde_json::to_vec(grant).unwrap_or_default();
+        self.seal(grant)
+    }
+
+    /// Checks a token's signature and deadline (`now`, Unix seconds) and answers its grant.
+    pub fn verify(&self, token: &str, now: i64) -> Result<Grant, StorageError> {
+        let grant: Grant = self.open(token)?;
+        if grant.exp < now {
+            return Err(StorageError::ExpiredToken(grant.exp));
+        }
+        Ok(grant)
+    }
+
+    /// Signs any claims into a token under the manager's token secret (`storage.token-secret`):
+    /// hex of their JSON, a dot, hex of its HMAC-SHA256. Storage grants and app-proxy links
+    /// use it; claims of different kinds must not deserialise into each other.
+    pub fn seal<T: Serialize>(&self, claims: &T) -> String {
+        let payload = serde_json::to_vec(claims).unwrap_or_default();
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes keys of any length");
         mac.update(&payload);
         format!("{}.{}", hex::encode(&payload), hex::encode(mac.finalize().into_bytes()))
     }
 
-    /// Checks a token's signature and deadline (`now`, Unix seconds) and answers its grant.
-    pub fn verify(&self, token: &str, now: i64) -> Result<Grant, StorageError> {
+    /// Checks the signature of a token [`Storage::seal`] made and answers its claims (the
+    /// caller checks their deadline).
+    pub fn open<T: serde::de::DeserializeOwned>(&self, token: &str) -> Result<T, StorageError> {
         let (payload, tag) = token.split_once('.').ok_or_else(|| StorageError::BadToken("malformed".into()))?;
         let payload = hex::decode(payload).map_err(|_| StorageError::BadToken("malformed".into()))?;
         let tag = hex::decode(tag).map_err(|_| StorageError::BadToken("malformed".into()))?;
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes keys of any length");
         mac.update(&payload);
         mac.verify_slice(&tag).map_err(|_| StorageError::BadToken("signature mismatch".into()))?;
-        let grant: Grant = serde_json::from_slice(&payload).map_err(|e| StorageError::BadToken(e.to_string()))?;
-        if grant.exp < now {
-            return Err(StorageError::ExpiredToken(grant.exp));
-        }
-        Ok(grant)
+        serde_json::from_slice(&payload).map_err(|e| StorageError::BadToken(e.to_string()))
     }
 
     /// Prepares an upload of `size` bytes to `path` after checking the path and the quota:

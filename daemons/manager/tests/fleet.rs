@@ -148,6 +148,13 @@ impl Agent for FakeAgent {
     async fn shutdown_service(&self, _: Request<pb::ShutdownServiceRequest>) -> Result<Response<pb::Empty>, Status> {
         Err(Status::unimplemented("shutdown_service"))
     }
+
+    async fn start_service(
+        &self,
+        _: Request<pb::StartServiceRequest>,
+    ) -> Result<Response<pb::StartServiceReply>, Status> {
+        Err(Status::unimplemented("start_service"))
+    }
 }
 
 async fn serve_fake(id: String, bus: Arc<dyn EventBus>, token: &str) -> String {

@@ -75,9 +75,91 @@ async fn dispatch(cli: &Cli) -> Result<i32> {
         }
         Command::Session(cmd) => session(cli, cmd).await,
         Command::Run(args) => run_code(cli, args).await,
+        Command::App(args) => app(cli, args).await,
+        Command::Apps { session } => {
+            let apps = client(cli)?.apps(session).await?;
+            emit(cli.output, &apps, || {
+                let mut table = Table::new(&["name", "protocol", "ports", "arguments", "envs"]);
+                for a in &apps {
+                    let ports = a.ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+                    table.row(vec![
+                        a.name.clone(),
+                        a.protocol.clone(),
+                        ports,
+                        a.allowed_arguments.join(" "),
+                        a.allowed_envs.join(" "),
+                    ]);
+                }
+                table
+            });
+            Ok(0)
+        }
         Command::Vfolder(cmd) => vfolder(cli, cmd).await,
         Command::Preset(cmd) => preset(cli, cmd).await,
         Command::Admin(cmd) => admin(cli, cmd).await,
+    }
+}
+
+/// `--arg` values as the official client reads them: `--opt value` → `{"--opt": "value"}`,
+/// `--flag` → `{"--flag": null}`, `--opt a b` → `{"--opt": ["a", "b"]}`.
+fn app_arguments(items: &[String]) -> Result<serde_json::Map<String, Value>> {
+    let mut out = serde_json::Map::new();
+    for item in items {
+        let mut words = Vec::new();
+        for word in item.split_whitespace() {
+            match word.split_once('=') {
+                Some((k, v)) if k.starts_with('-') => words.extend([k.to_string(), v.to_string()]),
+                _ => words.push(word.to_string()),
+            }
+        }
+        let Some((name, values)) = words.split_first() else {
+            return Err(Error::InvalidInput { field: "--arg".into(), reason: "is empty".into() });
+        };
+        let value = match values {
+            [] => Value::Null,
+            [one] => json!(one),
+            many => json!(many),
+        };
+        out.insert(name.clone(), value);
+    }
+    Ok(out)
+}
+
+async fn app(cli: &Cli, args: &crate::AppArgs) -> Result<i32> {
+    let client = client(cli)?;
+    let options = bai_client::AppOptions {
+        arguments: app_arguments(&args.arguments)?.into_iter().collect(),
+        envs: pairs("--env", &args.envs)?.into_iter().collect(),
+    };
+    if args.link {
+        let link = client.app_link(&args.session, &args.app, &options).await?;
+        emit(cli.output, &link, || key_values(&json!(link)));
+        return Ok(0);
+    }
+    let bind = if args.bind.contains(':') { args.bind.clone() } else { format!("127.0.0.1:{}", args.bind) };
+    let listener = tokio::net::TcpListener::bind(&bind)
+        .await
+        .map_err(|source| Error::Io { path: format!("--bind {bind}"), source })?;
+    let addr = listener.local_addr().map_err(|source| Error::Io { path: format!("--bind {bind}"), source })?;
+    let apps = client.apps(&args.session).await?;
+    let template = apps
+        .iter()
+        .find(|a| a.name == args.app)
+        .and_then(|a| a.url_template.clone())
+        .unwrap_or_else(|| "{protocol}://{host}:{port}".into());
+    let url = template
+        .replace("{protocol}", "tcp")
+        .replace("{host}", &addr.ip().to_string())
+        .replace("{port}", &addr.port().to_string());
+    status(cli, &format!("A local proxy to the app {:?} of the session {:?} is available at:", args.app, args.session));
+    println!("{url}");
+    let forward = client.forward_app(&args.session, &args.app, &options, listener);
+    tokio::select! {
+        r = forward => r.map(|()| 0),
+        _ = tokio::signal::ctrl_c() => {
+            status(cli, "Shutting down.");
+            Ok(0)
+        }
     }
 }
 
@@ -823,6 +905,17 @@ mod tests {
         assert!(safe_join(Path::new("/d"), "/").is_err());
         assert!(relative_name(Path::new("../x")).is_err());
         assert_eq!(relative_name(Path::new("./sub/x.txt")).unwrap(), "sub/x.txt");
+    }
+
+    #[test]
+    fn app_arguments_read_like_the_official_client() {
+        let args = ["--directory /home/work".to_string(), "--verbose".into(), "--tags a b".into(), "--port=9".into()];
+        assert_eq!(
+            Value::Object(app_arguments(&args).unwrap()),
+            json!({"--directory": "/home/work", "--verbose": null, "--tags": ["a", "b"], "--port": "9"})
+        );
+        let err = app_arguments(&[" ".into()]).unwrap_err().to_string();
+        assert_eq!(err, "--arg: is empty");
     }
 
     #[test]

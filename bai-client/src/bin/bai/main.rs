@@ -40,6 +40,13 @@ pub enum Command {
     Session(SessionCmd),
     /// Create a session, run code in it and print its output; exits with the code's exit code.
     Run(RunArgs),
+    /// Reach an app (service) of a session through a local port, or print a browser link.
+    App(AppArgs),
+    /// List the apps (services) a session offers.
+    Apps {
+        /// The session (name or id).
+        session: String,
+    },
     /// Virtual folders.
     #[command(subcommand, visible_alias = "vf")]
     Vfolder(VfolderCmd),
@@ -66,6 +73,27 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// `bai app`: a local proxy to an app of a session.
+#[derive(Debug, Args)]
+pub struct AppArgs {
+    /// The session (name or id).
+    pub session: String,
+    /// The app, e.g. `jupyter` (`bai apps SESSION` lists them).
+    pub app: String,
+    /// Where the local proxy listens: `[HOST:]PORT`.
+    #[arg(long, short = 'b', default_value = "127.0.0.1:8080", value_name = "[HOST:]PORT")]
+    pub bind: String,
+    /// An argument for starting the app: `--arg "--opt value"`, `--arg --flag` (repeatable).
+    #[arg(long = "arg", value_name = "ARGUMENT", allow_hyphen_values = true)]
+    pub arguments: Vec<String>,
+    /// An environment variable for starting the app, `-e NAME=VALUE` (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "NAME=VALUE")]
+    pub envs: Vec<String>,
+    /// Print a link that opens the app in a browser (no local proxy) and exit.
+    #[arg(long)]
+    pub link: bool,
 }
 
 /// What a new session gets.

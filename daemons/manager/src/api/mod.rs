@@ -36,6 +36,7 @@
 //!
 //! Handlers take `State<ApiState>` for the shared services (see [`ApiState::with_service`]).
 
+pub mod apps;
 pub mod auth;
 pub mod clock;
 pub mod error;
