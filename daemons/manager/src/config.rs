@@ -40,6 +40,8 @@ pub struct ManagerConfig {
     pub agent_rpc: AgentRpcSection,
     /// Virtual-folder storage.
     pub storage: StorageSection,
+    /// How the manager calls the agents' watchers.
+    pub watcher: WatcherSection,
 }
 
 /// `[manager]`.
@@ -175,6 +177,28 @@ impl Default for StorageSection {
     }
 }
 
+/// `[watcher]`: the agents' watchers (`bai-agent watcher`), which the superadmin's
+/// `/resource/watcher` routes call to report, start, stop and restart an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct WatcherSection {
+    /// The port every agent's watcher listens on, on the host of the agent's RPC address.
+    pub port: u16,
+    /// The token the watchers require (their `--token`); empty means the watcher routes answer
+    /// 500 `server-misconfigured`.
+    pub token: String,
+    /// Seconds a watcher call may take (a stop waits up to the watcher's grace period). The
+    /// original's key `file-io-timeout` is accepted for it.
+    #[serde(alias = "file-io-timeout")]
+    pub timeout: f64,
+}
+
+impl Default for WatcherSection {
+    fn default() -> Self {
+        Self { port: 6009, token: String::new(), timeout: 60.0 }
+    }
+}
+
 /// The documented sample configuration.
 pub const SAMPLE: &str = include_str!("../configs/manager.sample.toml");
 
@@ -197,6 +221,7 @@ impl ManagerConfig {
             ("manager.heartbeat-timeout", self.manager.heartbeat_timeout),
             ("manager.schedule-interval", self.manager.schedule_interval),
             ("storage.token-lifetime", self.storage.token_lifetime),
+            ("watcher.timeout", self.watcher.timeout),
         ] {
             if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
                 return Err(invalid(field, format!("{v} is not a number of seconds in (0, 86400]")));
@@ -218,6 +243,12 @@ impl ManagerConfig {
             return Err(invalid("agent-rpc.tls-cert", "tls-cert and tls-key go together"));
         }
         self.api_tls_files()?;
+        if self.watcher.port == 0 {
+            return Err(invalid("watcher.port", "0 is not a port"));
+        }
+        if !self.watcher.token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid("watcher.token", "must be printable ASCII without spaces"));
+        }
         Ok(())
     }
 
@@ -271,6 +302,8 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.manager.api_listen.port(), 8081);
         assert_eq!(c.manager.metrics_listen.port(), 18080);
+        // The sample says its values are the defaults.
+        assert_eq!(c, ManagerConfig::default());
     }
 
     #[test]
@@ -281,6 +314,21 @@ mod tests {
         c.db.url = "mysql://u:secret@h/db".into();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("db.url") && !err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn the_watcher_section_takes_the_original_keys() {
+        let c = ManagerConfig::default();
+        assert_eq!((c.watcher.port, c.watcher.token.as_str(), c.watcher.timeout), (6009, "", 60.0));
+        let c = ManagerConfig::from_toml("[watcher]\nport = 6099\ntoken = \"s3cret\"\nfile-io-timeout = 5\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!((c.watcher.port, c.watcher.token.as_str(), c.watcher.timeout), (6099, "s3cret", 5.0));
+        let c = ManagerConfig::from_toml("[watcher]\ntimeout = 0\n").unwrap();
+        assert_eq!(c.validate().unwrap_err().field, "watcher.timeout");
+        let c = ManagerConfig::from_toml("[watcher]\ntoken = \"two words\"\n").unwrap();
+        assert_eq!(c.validate().unwrap_err().field, "watcher.token");
+        let err = ManagerConfig::from_toml("[watcher]\naddr = \"x\"\n").unwrap_err().to_string();
+        assert!(err.contains("addr"), "{err}");
     }
 
     #[test]

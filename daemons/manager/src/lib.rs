@@ -6,8 +6,8 @@
 //! sea-orm entities, PostgreSQL or SQLite). [`server`] composes a running manager (optionally
 //! with an embedded agent), [`local`] a self-contained one in a directory, [`cli`] is the
 //! command line, [`metrics`] the Prometheus endpoint, [`agent_client`] the agents' RPC
-//! clients and [`tls`] the API listener's optional TLS. See docs/ARCHITECTURE.md for the
-//! invariants.
+//! clients, [`watcher_client`] the agents' watchers' and [`tls`] the API listener's optional
+//! TLS. See docs/ARCHITECTURE.md for the invariants.
 
 pub mod agent_client;
 pub mod api;
@@ -24,6 +24,7 @@ pub mod server;
 pub mod sessions;
 pub mod storage;
 pub mod tls;
+pub mod watcher_client;
 
 pub use bai_core;
 pub use bai_scheduler;

@@ -847,7 +847,7 @@ fn split_host(hostport: &str) -> (&str, Option<&str>) {
 }
 
 /// The host of an agent's RPC address (`grpc://10.0.0.5:6011`, `tcp://…`, `host:port`).
-fn rpc_host(addr: &str) -> Option<String> {
+pub(crate) fn rpc_host(addr: &str) -> Option<String> {
     let rest = addr.split_once("://").map(|(_, r)| r).unwrap_or(addr);
     let hostport = rest.split('/').next().unwrap_or(rest);
     let (host, _) = split_host(hostport);

@@ -271,8 +271,10 @@ pub async fn start(config: ManagerConfig, options: StartOptions) -> Result<Runni
     };
     let keypairs: Arc<dyn KeypairStore> = Arc::new(CachedKeypairs::new(DbKeypairs::new(db.clone())));
     let storage = Arc::new(crate::storage::Storage::new(&config.storage));
-    let router =
-        app(api_state_with_rate_limiter(manager.clone(), keypairs, rate_limiter(&config)?).with_service(storage));
+    let watchers = Arc::new(crate::watcher_client::WatcherClient::new(&config.watcher)?);
+    let router = app(api_state_with_rate_limiter(manager.clone(), keypairs, rate_limiter(&config)?)
+        .with_service(storage)
+        .with_service(watchers));
     let listener = tokio::net::TcpListener::bind(config.manager.api_listen)
         .await
         .map_err(|e| StartError::Listen { addr: config.manager.api_listen, reason: e.to_string() })?;

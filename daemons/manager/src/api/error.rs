@@ -78,6 +78,9 @@ pub enum ErrorKind {
     ServerMisconfigured,
     /// 501 `not-implemented`.
     NotImplemented,
+    /// 502 `bad-gateway` (bai only): a service the manager called on the caller's behalf (an
+    /// agent's watcher) answered with an error.
+    BadGateway,
     /// 503 `service-unavailable`.
     ServiceUnavailable,
     /// 503 `server-frozen`.
@@ -109,6 +112,7 @@ impl ErrorKind {
             RateLimitExceeded => StatusCode::TOO_MANY_REQUESTS,
             InternalServerError | ServerMisconfigured => StatusCode::INTERNAL_SERVER_ERROR,
             NotImplemented => StatusCode::NOT_IMPLEMENTED,
+            BadGateway => StatusCode::BAD_GATEWAY,
             ServiceUnavailable | ServerFrozen | InstanceNotAvailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -140,6 +144,7 @@ impl ErrorKind {
             InternalServerError => "internal-server-error",
             ServerMisconfigured => "server-misconfigured",
             NotImplemented => "not-implemented",
+            BadGateway => "bad-gateway",
             ServiceUnavailable => "service-unavailable",
             ServerFrozen => "server-frozen",
             InstanceNotAvailable => "instance-not-available",
@@ -178,6 +183,7 @@ impl ErrorKind {
             InternalServerError => "Internal server error.",
             ServerMisconfigured => "Service misconfigured.",
             NotImplemented => "This API query is not implemented.",
+            BadGateway => "The upstream service answered with an error.",
             ServiceUnavailable => "Service unavailable.",
             ServerFrozen => "The server is frozen due to maintenance. Please try again later.",
             InstanceNotAvailable => "There is no available instance.",
@@ -337,6 +343,11 @@ impl ApiError {
     /// 500 `server-misconfigured`.
     pub fn misconfigured(msg: impl Into<String>) -> Self {
         Self::with_kind_msg(ErrorKind::ServerMisconfigured, msg)
+    }
+
+    /// 502 `bad-gateway` (bai only): an upstream service answered with an error.
+    pub fn bad_gateway(msg: impl Into<String>) -> Self {
+        Self::with_kind_msg(ErrorKind::BadGateway, msg)
     }
 
     /// 503 `service-unavailable`.

@@ -6,7 +6,14 @@
 //!   query or a JSON body): the keypair's limits, usage and remaining slots, the remaining slots
 //!   of each allowed scaling group, and each preset with `allocatable`;
 //! - `POST /resource/recalculate-usage` (superadmin): recounts every agent's `occupied_slots`
-//!   from its kernels and answers `{}`.
+//!   from its kernels and answers `{}`;
+//! - `GET /resource/watcher?agent_id=ID`, `POST /resource/watcher/agent/start`, `…/stop`,
+//!   `…/restart` with `{"agent_id": ID}` (superadmin): ask the agent's watcher
+//!   ([`crate::watcher_client`], `[watcher]` in the configuration) for its status or to start,
+//!   stop or restart the agent, and answer the watcher's status JSON. An unknown agent is 404
+//!   `object-not-found`; a watcher that does not answer 503 `service-unavailable`; a watcher
+//!   that answers an error (a wrong `[watcher] token`: 401) 502 `bad-gateway` with its status
+//!   and answer in `data`; no `[watcher] token` 500 `server-misconfigured`.
 //!
 //! Slot values are decimal strings, `"Infinity"` for unlimited; the group figures are hidden as
 //! `"NaN"`, as the original does unless `group_resource_visibility` is set.
@@ -26,6 +33,7 @@ use crate::db::entities::{kernel, resource_preset, session};
 use crate::db::repo;
 use crate::db::types::{DefaultForUnspecified, Wire};
 use crate::sessions::{db_error, known_slots};
+use crate::watcher_client::{WatcherAction, WatcherClient, WatcherError};
 
 /// The signed routes of this module.
 pub fn routes() -> Router<ApiState> {
@@ -33,6 +41,10 @@ pub fn routes() -> Router<ApiState> {
         .route("/resource/presets", get(list_presets))
         .route("/resource/check-presets", post(check_presets))
         .route("/resource/recalculate-usage", post(recalculate_usage))
+        .route("/resource/watcher", get(watcher_status))
+        .route("/resource/watcher/agent/start", post(watcher_start))
+        .route("/resource/watcher/agent/stop", post(watcher_stop))
+        .route("/resource/watcher/agent/restart", post(watcher_restart))
 }
 
 /// An amount in a limit: a number, or unlimited.
@@ -360,4 +372,82 @@ async fn recalculate_usage(_ctx: SuperadminContext, State(state): State<ApiState
     }
     tracing::info!("recalculated the agents' resource usage");
     Ok(Json(json!({})))
+}
+
+#[derive(Debug, Deserialize)]
+struct WatcherParams {
+    agent_id: String,
+}
+
+/// `GET /resource/watcher?agent_id=` (superadmin): the agent's watcher's status.
+async fn watcher_status(
+    _ctx: SuperadminContext,
+    State(state): State<ApiState>,
+    ApiParams(params): ApiParams<WatcherParams>,
+) -> Result<Json<Value>, ApiError> {
+    call_watcher(&state, &params.agent_id, WatcherAction::Status).await
+}
+
+/// `POST /resource/watcher/agent/start` (superadmin): starts the agent; the watcher's status.
+async fn watcher_start(
+    _ctx: SuperadminContext,
+    State(state): State<ApiState>,
+    ApiParams(params): ApiParams<WatcherParams>,
+) -> Result<Json<Value>, ApiError> {
+    call_watcher(&state, &params.agent_id, WatcherAction::Start).await
+}
+
+/// `POST /resource/watcher/agent/stop` (superadmin): stops the agent; the watcher's status.
+async fn watcher_stop(
+    _ctx: SuperadminContext,
+    State(state): State<ApiState>,
+    ApiParams(params): ApiParams<WatcherParams>,
+) -> Result<Json<Value>, ApiError> {
+    call_watcher(&state, &params.agent_id, WatcherAction::Stop).await
+}
+
+/// `POST /resource/watcher/agent/restart` (superadmin): restarts the agent; the watcher's status.
+async fn watcher_restart(
+    _ctx: SuperadminContext,
+    State(state): State<ApiState>,
+    ApiParams(params): ApiParams<WatcherParams>,
+) -> Result<Json<Value>, ApiError> {
+    call_watcher(&state, &params.agent_id, WatcherAction::Restart).await
+}
+
+/// Finds the agent (any status: a LOST agent is what one restarts) and calls its watcher.
+async fn call_watcher(state: &ApiState, agent_id: &str, action: WatcherAction) -> Result<Json<Value>, ApiError> {
+    let watchers = state.require_service::<WatcherClient>()?;
+    let db = database(state)?;
+    let id = AgentId::new(agent_id).map_err(|e| ApiError::invalid("agent_id", e.to_string()))?;
+    let agent = repo::get_agent(&*db, &id)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| ApiError::not_found("agent").with_msg(format!("agent {agent_id:?} is not registered")))?;
+    tracing::info!(agent = %agent_id, action = action.path(), "calling the agent's watcher");
+    match watchers.call(&agent.addr, action).await {
+        Ok(status) => Ok(Json(status)),
+        Err(e) => Err(watcher_error(agent_id, e)),
+    }
+}
+
+fn watcher_error(agent_id: &str, e: WatcherError) -> ApiError {
+    let msg = format!("agent {agent_id}: {e}");
+    tracing::warn!(error = %msg, "watcher call failed");
+    match e {
+        WatcherError::NoToken => ApiError::misconfigured(msg),
+        WatcherError::NoHost { .. } | WatcherError::Unreachable { .. } => ApiError::service_unavailable(msg),
+        WatcherError::Status { url, status, body } => {
+            let hint = if status == 401 { " (is [watcher] token the watcher's --token?)" } else { "" };
+            ApiError::bad_gateway(format!("{msg}{hint}")).with_data(json!({
+                "agent_id": agent_id,
+                "url": url,
+                "watcher_status": status,
+                "watcher_response": body,
+            }))
+        }
+        WatcherError::BadAnswer { url, .. } => {
+            ApiError::bad_gateway(msg).with_data(json!({ "agent_id": agent_id, "url": url }))
+        }
+    }
 }
