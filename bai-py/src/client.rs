@@ -1070,6 +1070,20 @@ client_calls! {
         Ok(call(async move { Ok(Value::String(c.session_logs(&session).await?)) }))
     }
 
+    /// The apps (services) the session offers, as dicts: name, protocol, ports, and
+    /// url_template / allowed_arguments / allowed_envs when the image says.
+    fn apps(py, c, session: Bound<'_, PyAny>) {
+        let session = text(&session)?;
+        Ok(call(async move { ser(c.apps(&session).await?) }))
+    }
+
+    /// A link that opens an HTTP app of the session in a browser without signing:
+    /// `{"url", "expires_at"}`. The app is started first if it is not running.
+    fn app_link(py, c, session: Bound<'_, PyAny>, app: String) {
+        let session = text(&session)?;
+        Ok(call(async move { ser(c.app_link(&session, &app, &bai_client::AppOptions::default()).await?) }))
+    }
+
     /// The files in a directory of the session (relative to `/home/work`), as dicts.
     #[pyo3(signature = (session, path=String::from(".")))]
     fn session_files(py, c, session: Bound<'_, PyAny>, path: String) {

@@ -213,6 +213,16 @@ def test_user_gets_graphql_errors_for_admin_calls(user):
         user.graphql("query { no_such_field }")
 
 
+def test_apps_of_a_session(user, admin, session):
+    # The test manager's kernels are local processes: their image declares no apps.
+    assert user.apps(session["session_name"]) == []
+    with pytest.raises(bai.NotFoundError) as caught:
+        user.app_link(session["session_name"], "jupyter")
+    assert 'no app "jupyter"' in str(caught.value)
+    with pytest.raises(bai.NotFoundError):
+        admin.apps(session["session_name"])  # apps are for the session's owner only
+
+
 def test_not_found_has_status_and_problem(user):
     with pytest.raises(bai.NotFoundError) as caught:
         user.destroy_session("no-such-session")

@@ -489,6 +489,10 @@ class Client:
     def restart_session(self, session: SessionRef) -> None: ...
     def session_logs(self, session: SessionRef) -> str:
         """The main kernel's console log."""
+    def apps(self, session: SessionRef) -> List[Dict[str, Any]]:
+        """The apps (services) the session offers: name, protocol, ports, url_template, ..."""
+    def app_link(self, session: SessionRef, app: str) -> Dict[str, str]:
+        """A browser link to an HTTP app of the session: ``{"url", "expires_at"}``."""
     def session_files(self, session: SessionRef, path: str = ".") -> List[Dict[str, Any]]:
         """The files of a directory of the session (relative to ``/home/work``)."""
     def upload_to_session(
@@ -660,6 +664,10 @@ class AsyncClient:
     async def restart_session(self, session: SessionRef) -> None: ...
     async def session_logs(self, session: SessionRef) -> str:
         """The main kernel's console log."""
+    async def apps(self, session: SessionRef) -> List[Dict[str, Any]]:
+        """The apps (services) the session offers: name, protocol, ports, url_template, ..."""
+    async def app_link(self, session: SessionRef, app: str) -> Dict[str, str]:
+        """A browser link to an HTTP app of the session: ``{"url", "expires_at"}``."""
     async def session_files(self, session: SessionRef, path: str = ".") -> List[Dict[str, Any]]:
         """The files of a directory of the session (relative to ``/home/work``)."""
     async def upload_to_session(
