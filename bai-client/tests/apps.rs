@@ -9,30 +9,9 @@ use std::time::Duration;
 use bai_agent::config::ContainerBackend;
 use bai_client::{AppOptions, Client, Config, SessionSpec};
 use bai_manager::local::{self, LocalManager, EXAMPLE_ADMIN, EXAMPLE_USER};
-use bai_test_support::service_env;
+use bai_test_support::{service_env, AgentContainers};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// Removes the agent's containers when the test ends, passed or not.
-struct Containers {
-    docker: String,
-    agent: String,
-}
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        let host = ["-H", &self.docker];
-        let filter = format!("label=ai.backend.owner={}", self.agent);
-        let Ok(out) = std::process::Command::new("docker").args(host).args(["ps", "-aq", "--filter", &filter]).output()
-        else {
-            return;
-        };
-        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect();
-        if !ids.is_empty() {
-            let _ = std::process::Command::new("docker").args(host).args(["rm", "-f"]).args(&ids).output();
-        }
-    }
-}
 
 /// A local port forwarded to `app` of `session`, served in the background.
 async fn forward(client: &Client, session: &str, app: &str) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
@@ -76,7 +55,7 @@ async fn apps_are_reached_through_the_manager_by_their_owner_only() {
     agent.container.backend = ContainerBackend::Docker;
     agent.container.docker_host = docker.clone();
     agent.container.port_range = [23300, 23319];
-    let _containers = Containers { docker, agent: agent.agent.id.clone() };
+    let _containers = AgentContainers { docker, agent: agent.agent.id.clone() };
     let local = LocalManager::start_with(config, agent).await.unwrap();
     let user = Client::new(Config::new(&local.endpoint(), EXAMPLE_USER.0, EXAMPLE_USER.1).unwrap()).unwrap();
     let admin = Client::new(Config::new(&local.endpoint(), EXAMPLE_ADMIN.0, EXAMPLE_ADMIN.1).unwrap()).unwrap();

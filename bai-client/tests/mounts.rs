@@ -8,28 +8,7 @@ use std::time::Duration;
 use bai_agent::config::ContainerBackend;
 use bai_client::{Client, Config, NewVFolder, SessionSpec};
 use bai_manager::local::{self, LocalManager, EXAMPLE_USER};
-use bai_test_support::service_env;
-
-/// Removes the agent's containers when the test ends, passed or not.
-struct Containers {
-    docker: String,
-    agent: String,
-}
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        let host = ["-H", &self.docker];
-        let filter = format!("label=ai.backend.owner={}", self.agent);
-        let Ok(out) = std::process::Command::new("docker").args(host).args(["ps", "-aq", "--filter", &filter]).output()
-        else {
-            return;
-        };
-        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect();
-        if !ids.is_empty() {
-            let _ = std::process::Command::new("docker").args(host).args(["rm", "-f"]).args(&ids).output();
-        }
-    }
-}
+use bai_test_support::{service_env, AgentContainers};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn folders_mount_into_docker_sessions() {
@@ -42,7 +21,7 @@ async fn folders_mount_into_docker_sessions() {
     agent.agent.id = format!("i-mounts-{}", std::process::id());
     agent.container.backend = ContainerBackend::Docker;
     agent.container.docker_host = docker.clone();
-    let _containers = Containers { docker, agent: agent.agent.id.clone() };
+    let _containers = AgentContainers { docker, agent: agent.agent.id.clone() };
     let local = LocalManager::start_with(config, agent).await.unwrap();
     let user = Client::new(Config::new(&local.endpoint(), EXAMPLE_USER.0, EXAMPLE_USER.1).unwrap()).unwrap();
 

@@ -6,7 +6,8 @@
 //! skips with a printed reason, unless `BAI_REQUIRE_SERVICES=1` (set by `scripts/test`), in
 //! which case it fails.
 //!
-//! [`openmetrics`] parses `/metrics` scrapes.
+//! [`openmetrics`] parses `/metrics` scrapes; [`AgentContainers`] removes an agent's kernel
+//! containers when a Docker test ends.
 
 pub mod openmetrics;
 
@@ -24,6 +25,32 @@ pub fn service_env(var: &str) -> Option<String> {
         _ => {
             eprintln!("skipping: {var} is not set (scripts/test starts the service and sets it)");
             None
+        }
+    }
+}
+
+/// Removes every container an agent owns (label `ai.backend.owner=<agent>`) on the Docker
+/// engine at `docker` when dropped, so a Docker test leaves nothing behind, passed or failed.
+/// Uses the `docker` CLI; errors are ignored (there may be nothing to remove).
+#[derive(Debug)]
+pub struct AgentContainers {
+    /// The engine, e.g. `unix:///var/run/docker.sock`.
+    pub docker: String,
+    /// The agent id.
+    pub agent: String,
+}
+
+impl Drop for AgentContainers {
+    fn drop(&mut self) {
+        let host = ["-H", &self.docker];
+        let filter = format!("label=ai.backend.owner={}", self.agent);
+        let Ok(out) = std::process::Command::new("docker").args(host).args(["ps", "-aq", "--filter", &filter]).output()
+        else {
+            return;
+        };
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect();
+        if !ids.is_empty() {
+            let _ = std::process::Command::new("docker").args(host).args(["rm", "-f"]).args(&ids).output();
         }
     }
 }
