@@ -22,6 +22,12 @@
 //! secret ([`Storage::seal`]), names the session, its owner and the app, expires after
 //! [`LINK_LIFETIME`], and stops working as soon as the session is no longer RUNNING. Services
 //! should use relative links (or be told their base URL `/app-proxy/{token}/`).
+//!
+//! A link is a bearer credential for one app of one session: whoever holds it reaches the app
+//! until it expires or the session ends. Pages served through it share the manager's origin,
+//! so nothing on that origin may trust a browser's ambient credentials (cookies) without a
+//! per-request check; a deployment that wants apps isolated from the API origin puts the
+//! `/app-proxy/` prefix behind a host name of its own.
 
 use std::collections::HashMap;
 use std::sync::Arc;
