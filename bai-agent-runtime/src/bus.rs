@@ -170,7 +170,17 @@ impl RedisBus {
     /// Connects to `url` (`redis://host:port/db`). Reconnects by itself afterwards.
     pub async fn connect(url: &str) -> Result<Self> {
         let client = redis::Client::open(url).map_err(|e| Error::invalid("redis url", e.to_string()))?;
-        let connection = redis::aio::ConnectionManager::new(client.clone())
+        // redis' default reconnection backoff waits up to 60 s between attempts (its factor
+        // multiplies a 1 s minimum), and every command waits for the reconnection meanwhile:
+        // a Redis back after a short outage stalled heartbeats and events for a minute. Retry
+        // about every second instead, and never let one command hang.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_factor(1)
+            .set_max_delay(1000)
+            .set_number_of_retries(5)
+            .set_connection_timeout(std::time::Duration::from_secs(2))
+            .set_response_timeout(std::time::Duration::from_secs(5));
+        let connection = redis::aio::ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(|e| Error::Unreachable { address: redact(url), message: e.to_string() })?;
         Ok(Self { client, connection, url: url.to_string() })

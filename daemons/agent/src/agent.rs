@@ -213,6 +213,17 @@ impl Agent {
         for kernel_id in &report.recovered {
             if let Some(kernel) = self.kernels.kernel(*kernel_id) {
                 self.watch(&kernel);
+                // Announced again: the `kernel_started` of a kernel created just before the
+                // agent (or the manager with it) died may never have reached the manager,
+                // which would keep its session PREPARING forever. A manager that already has
+                // the kernel RUNNING ignores the repeat.
+                self.emit(Event::KernelStarted {
+                    kernel_id: kernel.kernel_id,
+                    session_id: kernel.session_id,
+                    reason: "recovered".into(),
+                    creation_info: self.creation_info(&kernel),
+                })
+                .await;
             }
         }
         for (container, reason) in &report.failed {

@@ -101,6 +101,11 @@ impl Registry {
         Self { last_seen: LastSeen::default(), timeout, started: now }
     }
 
+    /// When this registry last heard from `agent` (`None`: not since the manager started).
+    pub fn last_seen(&self, agent: &str) -> Option<DateTime<Utc>> {
+        self.last_seen.get(agent)
+    }
+
     /// Registers or updates the agent of a heartbeat.
     pub async fn heartbeat(
         &self,

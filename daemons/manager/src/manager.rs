@@ -227,6 +227,64 @@ impl Manager {
         Ok(report)
     }
 
+    /// The sessions left SCHEDULED: placed by a scheduling pass whose manager died (`kill -9`,
+    /// a crash) before it sent them to their agents. Nothing else ever dispatches them, so
+    /// [`resume_scheduled`](Self::resume_scheduled) must, or they would hold their agents'
+    /// slots forever. Read once when the loops start, before this manager places anything.
+    pub async fn left_scheduled(&self) -> Result<Vec<SessionId>, DbError> {
+        let filter = repo::SessionFilter {
+            statuses: vec![SessionStatus::Scheduled],
+            limit: 100_000,
+            ..repo::SessionFilter::default()
+        };
+        let (sessions, _) = repo::list_sessions(&self.db, &filter).await?;
+        // Oldest first, as they were placed.
+        Ok(sessions.iter().rev().map(|s| SessionId::from_uuid(s.id)).collect())
+    }
+
+    /// Dispatches the sessions of `left` (see [`left_scheduled`](Self::left_scheduled)) whose
+    /// agents this manager has heard from since it started — so their addresses are current —
+    /// and returns those still waiting for theirs. Sessions no longer SCHEDULED are dropped.
+    /// Safe next to another manager dispatching the same session: dispatch claims each kernel
+    /// by moving it SCHEDULED → PREPARING with the transition check, so only one goes on.
+    pub async fn resume_scheduled(&self, left: Vec<SessionId>) -> Vec<SessionId> {
+        let mut waiting = Vec::new();
+        for session_id in left {
+            let (s, kernels) = match repo::get_session_with_kernels(&self.db, session_id).await {
+                Ok(Some(found)) => found,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(session = %session_id, error = %e, "cannot read a session left SCHEDULED");
+                    waiting.push(session_id);
+                    continue;
+                }
+            };
+            if s.status.0 != SessionStatus::Scheduled {
+                continue;
+            }
+            let agents: Vec<&String> = kernels.iter().filter_map(|k| k.agent.as_ref()).collect();
+            if agents.len() != kernels.len() || agents.iter().any(|a| self.registry.last_seen(a).is_none()) {
+                waiting.push(session_id);
+                continue;
+            }
+            tracing::info!(session = %session_id, "dispatching a session a previous run left SCHEDULED");
+            // The agent may listen elsewhere since it was placed there: take its address now.
+            for k in &kernels {
+                let Some(agent) = k.agent.as_deref().and_then(|a| bai_core::AgentId::new(a).ok()) else { continue };
+                if let Err(e) = repo::assign_kernel_agent(&self.db, KernelId::from_uuid(k.id), &agent).await {
+                    tracing::warn!(kernel = %k.id, error = %e, "cannot refresh a kernel's agent address");
+                }
+            }
+            let dispatched =
+                scheduler::dispatch_observed(&self.db, &self.clients, session_id, self.metrics().map(|m| m.as_ref()))
+                    .await;
+            if let Err(e) = dispatched {
+                tracing::warn!(session = %session_id, error = %e, "dispatch failed");
+            }
+        }
+        waiting
+    }
+
     /// Destroys a session: PENDING (and not yet dispatched) sessions are cancelled at once;
     /// others go TERMINATING and their kernels are destroyed on the agents, whose
     /// `kernel_terminated` events finish the job. `forced` also terminates kernels whose agent
@@ -397,9 +455,13 @@ impl Manager {
                         let delivery = match item {
                             Ok(d) => d,
                             Err(e) => {
-                                tracing::warn!(error = %e, "event stream error");
-                                tokio::time::sleep(Duration::from_millis(200)).await;
-                                continue;
+                                // The stream's connection may be dead for good (Redis
+                                // restarted: the connection is gone, and so is the consumer
+                                // group if Redis kept no data). Consume anew: a new connection,
+                                // the group re-created, this consumer's pending entries first.
+                                tracing::warn!(error = %e, "event stream error; reconnecting in 1 s");
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                                break;
                             }
                         };
                         match &delivery.envelope {
@@ -426,8 +488,15 @@ impl Manager {
         let scheduler = {
             let me = self.clone();
             tokio::spawn(async move {
+                let mut left = me.left_scheduled().await.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot list the sessions left SCHEDULED");
+                    Vec::new()
+                });
                 loop {
                     let _ = tokio::time::timeout(schedule_interval, me.wake_scheduler.notified()).await;
+                    if !left.is_empty() {
+                        left = me.resume_scheduled(left).await;
+                    }
                     if let Err(e) = me.schedule_once().await {
                         tracing::warn!(error = %e, "scheduling pass failed");
                     }

@@ -309,7 +309,14 @@ impl RateLimiter for RedisRateLimiter {
         if limit <= 0 {
             return Ok(RateLimitStatus { allowed: true, limit, remaining: 0, window: self.window, retry_after: None });
         }
-        self.count(access_key, limit).await.map_err(|e| {
+        let counted = match self.count(access_key, limit).await {
+            // The connection was dropped (Redis restarted): the first command on it fails and
+            // starts a reconnection, so one more try is answered by the new connection rather
+            // than turning this request away.
+            Err(e) if e.is_connection_dropped() || e.is_io_error() => self.count(access_key, limit).await,
+            other => other,
+        };
+        counted.map_err(|e| {
             tracing::warn!(error = %e, "rate limiter: Redis unavailable");
             ApiError::service_unavailable("the rate limiter's Redis is unavailable")
         })
