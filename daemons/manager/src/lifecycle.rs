@@ -197,8 +197,14 @@ pub async fn kernel_event(db: &impl ConnectionTrait, event: &Event) -> Result<Op
     let Some(row) = repo::get_kernel(db, kernel_id).await? else { return Ok(None) };
     let target = *path.last().unwrap_or(&row.status.0);
     let from = row.status.0;
-    if from == target || from.is_terminal() {
+    if from.is_terminal() {
         return Ok(None);
+    }
+    if from == target {
+        // A repeat (an agent announces the kernels it recovered again): nothing changes for
+        // the kernel, but the session may lag behind it — a manager that died between the
+        // kernel's and the session's update left it so.
+        return update_session(db, session_id).await;
     }
     match event {
         Event::KernelStarted { creation_info, .. } => record_creation(db, kernel_id, creation_info).await?,

@@ -40,6 +40,8 @@ pub struct Manager {
     metrics: OnceLock<Arc<ManagerMetrics>>,
     /// A fingerprint of each agent's last reported image set; a change triggers an image scan.
     image_sets: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Set once the event consumer reads the bus (see [`Manager::consuming`]).
+    consuming: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -68,7 +70,16 @@ impl Manager {
             id: id.to_string(),
             metrics: OnceLock::new(),
             image_sets: Default::default(),
+            consuming: tokio::sync::watch::channel(false).0,
         })
+    }
+
+    /// Waits (up to `limit`) until the event consumer [`spawn`](Self::spawn) starts reads the
+    /// bus; whether it does. On the in-process bus an event sent before that is lost: an
+    /// embedded agent is started only after this (its recovery announces kernels at once).
+    pub async fn consuming(&self, limit: Duration) -> bool {
+        let mut rx = self.consuming.subscribe();
+        tokio::time::timeout(limit, rx.wait_for(|c| *c)).await.is_ok_and(|r| r.is_ok())
     }
 
     /// Records events, actions and agent calls in `metrics` from now on (only the first
@@ -444,7 +455,10 @@ impl Manager {
             tokio::spawn(async move {
                 loop {
                     let mut deliveries = match me.bus.consume(EVENT_GROUP, &me.id).await {
-                        Ok(d) => d,
+                        Ok(d) => {
+                            me.consuming.send_replace(true);
+                            d
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "cannot consume events; retrying in 1 s");
                             tokio::time::sleep(Duration::from_secs(1)).await;

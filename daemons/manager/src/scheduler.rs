@@ -357,11 +357,17 @@ pub async fn dispatch_observed(
     metrics: Option<&crate::metrics::ManagerMetrics>,
 ) -> Result<(), DbError> {
     let requests = creation_requests(db, session_id).await?;
+    // One transaction: a manager dying here leaves the session and its kernels all SCHEDULED
+    // (to be dispatched again, see `Manager::resume_scheduled`) or all PREPARING, never a
+    // SCHEDULED session whose kernels look claimed.
     let preparing = async {
-        for k in repo::list_kernels_of_session(db, session_id).await? {
-            repo::set_kernel_status(db, KernelId::from_uuid(k.id), KernelStatus::Preparing, None, None).await?;
+        let txn = db.begin().await?;
+        for k in repo::list_kernels_of_session(&txn, session_id).await? {
+            repo::set_kernel_status(&txn, KernelId::from_uuid(k.id), KernelStatus::Preparing, None, None).await?;
         }
-        repo::set_session_status(db, session_id, SessionStatus::Preparing, None, None).await
+        repo::set_session_status(&txn, session_id, SessionStatus::Preparing, None, None).await?;
+        txn.commit().await?;
+        Ok::<_, DbError>(())
     };
     if let Err(e) = preparing.await {
         // Destroyed meanwhile: give its slots back.

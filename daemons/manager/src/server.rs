@@ -261,6 +261,10 @@ pub async fn start(config: ManagerConfig, options: StartOptions) -> Result<Runni
     let mut tasks = manager.spawn(ManagerConfig::seconds(config.manager.schedule_interval));
     let agent = match options.embedded_agent {
         Some(mut agent_config) => {
+            // The agent's first events (recovered kernels, its start) must find the consumer.
+            if !manager.consuming(std::time::Duration::from_secs(10)).await {
+                tracing::warn!("the event consumer has not started; the embedded agent starts anyway");
+            }
             agent_config.rpc.token = Some(token.clone());
             agent_config.rpc.token_file = None;
             // Folders are mounted from where this manager keeps them.
