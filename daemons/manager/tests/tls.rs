@@ -13,8 +13,7 @@ use std::time::Duration;
 use axum::extract::ws::{Message as WsMessage, WebSocketUpgrade};
 use axum::routing::get;
 use axum::Router;
-use bai_core::signing::{self, RequestToSign, API_VERSION};
-use bai_core::AccessKey;
+use bai_core::signing::{self, API_VERSION};
 use bai_manager::server::StartError;
 use futures::{SinkExt, StreamExt};
 use rustls::pki_types::pem::PemObject;
@@ -43,16 +42,7 @@ fn https_client(ca_pem: &str) -> reqwest::Client {
 async fn signed_get(client: &reqwest::Client, addr: SocketAddr, key: (&str, &str), path: &str) -> reqwest::Response {
     let host = addr.to_string();
     let date = signing::format_request_date(chrono::Utc::now());
-    let to_sign = RequestToSign {
-        method: "GET",
-        path_and_query: path,
-        date: &date,
-        host: &host,
-        content_type: "application/json",
-        api_version: API_VERSION,
-    };
-    let authorization =
-        signing::authorization_header(&AccessKey::new(key.0).unwrap(), &signing::sign(key.1, &to_sign).unwrap());
+    let authorization = common::authorization("GET", path, &host, &date, key);
     client
         .get(format!("https://{host}{path}"))
         .header("date", date)

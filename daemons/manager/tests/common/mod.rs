@@ -67,18 +67,8 @@ pub async fn request(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nDate: {date}\r\nX-BackendAI-Version: {API_VERSION}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
         payload.len()
     );
-    if let Some((ak, sk)) = key {
-        let to_sign = RequestToSign {
-            method,
-            path_and_query: path,
-            date: &date,
-            host: &host,
-            content_type: "application/json",
-            api_version: API_VERSION,
-        };
-        let authorization =
-            signing::authorization_header(&AccessKey::new(ak).unwrap(), &signing::sign(sk, &to_sign).unwrap());
-        head.push_str(&format!("Authorization: {authorization}\r\n"));
+    if let Some(key) = key {
+        head.push_str(&format!("Authorization: {}\r\n", authorization(method, path, &host, &date, key)));
     }
     head.push_str("\r\n");
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect to the manager");
@@ -111,4 +101,17 @@ pub fn dechunk(mut body: &str) -> String {
         body = rest[n..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// The `Authorization` header the official client sends for a JSON request to `host`.
+pub fn authorization(method: &str, path: &str, host: &str, date: &str, key: (&str, &str)) -> String {
+    let to_sign = RequestToSign {
+        method,
+        path_and_query: path,
+        date,
+        host,
+        content_type: "application/json",
+        api_version: API_VERSION,
+    };
+    signing::authorization_header(&AccessKey::new(key.0).unwrap(), &signing::sign(key.1, &to_sign).unwrap())
 }
