@@ -122,21 +122,23 @@ fn find_app(service_ports: Option<&Value>, kernel_host: Option<&str>, name: &str
     })
 }
 
-/// The caller's own session `reference` (or, for an admin naming `owner_access_key`, that
-/// owner's), which must be RUNNING.
-async fn own_session(
+/// The caller's own session `reference` (or, for an admin naming `owner_access_key` in
+/// `query`, that owner's), which must be RUNNING, and its main kernel.
+async fn own_main_kernel(
     manager: &Manager,
     ctx: &AuthContext,
     reference: &str,
-    owner: Option<&str>,
-) -> Result<session::Model, ApiError> {
-    let s = sessions::find_session(manager.db(), ctx, reference, owner, false).await?;
+    query: &Map<String, Value>,
+) -> Result<(session::Model, kernel::Model), ApiError> {
+    let owner = Fields::new(query, "").string(&["owner_access_key"])?;
+    let s = sessions::find_session(manager.db(), ctx, reference, owner.as_deref(), false).await?;
     if owner.is_none() && s.access_key.as_deref() != Some(ctx.access_key()) {
         // Admins find other users' sessions by name; apps are for the owner's hands only.
         return Err(ApiError::session_not_found());
     }
     require_running(&s)?;
-    Ok(s)
+    let kernel = sessions::main_kernel(manager.db(), s.id).await?;
+    Ok((s, kernel))
 }
 
 fn require_running(s: &session::Model) -> Result<(), ApiError> {
@@ -161,10 +163,7 @@ async fn list_apps(
     uri: Uri,
 ) -> Result<Json<Value>, ApiError> {
     let manager: Arc<Manager> = state.require_service::<Manager>()?;
-    let query = query_params(&uri);
-    let owner = Fields::new(&query, "").string(&["owner_access_key"])?;
-    let s = own_session(&manager, &ctx, &reference, owner.as_deref()).await?;
-    let kernel = sessions::main_kernel(manager.db(), s.id).await?;
+    let (_, kernel) = own_main_kernel(&manager, &ctx, &reference, &query_params(&uri)).await?;
     Ok(Json(sessions::client_service_ports(kernel.service_ports.as_ref())))
 }
 
@@ -229,12 +228,9 @@ async fn stream_proxy(
 ) -> Result<Response, ApiError> {
     let manager: Arc<Manager> = state.require_service::<Manager>()?;
     let query = query_params(&uri);
-    let fields = Fields::new(&query, "");
-    let owner = fields.string(&["owner_access_key"])?;
-    let name = fields.string(&["app"])?.ok_or_else(|| ApiError::invalid("app", "is required"))?;
+    let name = Fields::new(&query, "").string(&["app"])?.ok_or_else(|| ApiError::invalid("app", "is required"))?;
     let opts = service_options(&query)?;
-    let s = own_session(&manager, &ctx, &reference, owner.as_deref()).await?;
-    let kernel = sessions::main_kernel(manager.db(), s.id).await?;
+    let (s, kernel) = own_main_kernel(&manager, &ctx, &reference, &query).await?;
     let app = kernel_app(&kernel, &name)?;
     let status = start_app(&manager, &kernel, &app, &opts).await?;
     let stream = connect(&app).await?;
@@ -304,16 +300,13 @@ async fn create_link(
 ) -> Result<Json<Value>, ApiError> {
     let manager: Arc<Manager> = state.require_service::<Manager>()?;
     let storage: Arc<Storage> = state.require_service::<Storage>()?;
-    let query = query_params(&uri);
-    let owner = Fields::new(&query, "").string(&["owner_access_key"])?;
     let params: Map<String, Value> = if body.iter().all(u8::is_ascii_whitespace) {
         Map::new()
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid("body", format!("is not a JSON object: {e}")))?
     };
     let opts = service_options(&params)?;
-    let s = own_session(&manager, &ctx, &reference, owner.as_deref()).await?;
-    let kernel = sessions::main_kernel(manager.db(), s.id).await?;
+    let (s, kernel) = own_main_kernel(&manager, &ctx, &reference, &query_params(&uri)).await?;
     let app = kernel_app(&kernel, &name)?;
     if !matches!(app.protocol.as_str(), "http" | "preopen") {
         return Err(ApiError::invalid(
@@ -340,7 +333,7 @@ async fn link_root(Path(token): Path<String>) -> Redirect {
 }
 
 /// The session and app a link names, if it still may be used.
-async fn open_link(state: &ApiState, token: &str) -> Result<(Arc<Manager>, kernel::Model, App), ApiError> {
+async fn open_link(state: &ApiState, token: &str) -> Result<App, ApiError> {
     let manager: Arc<Manager> = state.require_service::<Manager>()?;
     let storage: Arc<Storage> = state.require_service::<Storage>()?;
     let forbidden = |why: &str| ApiError::new(ErrorKind::GenericForbidden).with_msg(format!("app link: {why}"));
@@ -354,9 +347,7 @@ async fn open_link(state: &ApiState, token: &str) -> Result<(Arc<Manager>, kerne
         .filter(|s| s.access_key.as_deref() == Some(link.access_key.as_str()))
         .ok_or_else(ApiError::session_not_found)?;
     require_running(&s)?;
-    let kernel = sessions::main_kernel(manager.db(), s.id).await?;
-    let app = kernel_app(&kernel, &link.app)?;
-    Ok((manager, kernel, app))
+    kernel_app(&sessions::main_kernel(manager.db(), s.id).await?, &link.app)
 }
 
 async fn app_proxy(
@@ -365,7 +356,7 @@ async fn app_proxy(
     mut request: Request,
 ) -> Result<Response, ApiError> {
     let token = params.get("token").map(String::as_str).unwrap_or_default();
-    let (_manager, _kernel, app) = open_link(&state, token).await?;
+    let app = open_link(&state, token).await?;
     let stream = connect(&app).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
