@@ -111,6 +111,7 @@ async fn session_flow(db: DatabaseConnection) {
     let clients = Arc::new(AgentClients::new("core-token", None).unwrap());
     let manager = Manager::new("test-manager", db.clone(), bus.clone(), clients, Duration::from_secs(40));
     let loops = manager.spawn(Duration::from_millis(200));
+    assert!(manager.consuming(Duration::from_secs(30)).await, "the event consumer did not start");
     let agent_name = format!("i-core-{}", common::backends::unique("").replace('_', "-"));
     let agent =
         bai_agent::daemon::start(agent_config(dir.path(), &agent_name), Some(bus.clone())).await.expect("agent");

@@ -239,6 +239,9 @@ async fn a_fleet_of_agents_takes_every_session_that_fits_and_no_more() {
         Duration::from_secs(600),
     );
     let loops = manager.spawn(Duration::from_millis(300));
+    // The in-process bus drops what is sent before the consumer reads it; the heartbeats below
+    // are sent once each.
+    assert!(manager.consuming(Duration::from_secs(30)).await, "the event consumer did not start");
     // Agents of 4 CPUs; sessions of 1 or 2 CPUs: 160 CPUs of capacity, 240 asked for.
     for i in 0..AGENTS {
         let id = format!("i-fake-{i:03}");
