@@ -94,6 +94,9 @@ async fn apps_are_reached_through_the_manager_by_their_owner_only() {
     assert!(link.url.starts_with(&format!("{}/app-proxy/", local.endpoint())), "{link:?}");
     let response = reqwest::get(format!("{}hello.txt", link.url)).await.unwrap();
     assert_eq!(response.status(), 200);
+    // The app's pages run sandboxed, in an opaque origin: never as the console's origin.
+    let csp = response.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.starts_with("sandbox ") && !csp.contains("allow-same-origin"), "{csp}");
     assert_eq!(response.text().await.unwrap(), "hello from the kernel");
     let forged = format!("{}/app-proxy/7b7d.00/hello.txt", local.endpoint());
     assert_eq!(reqwest::get(forged).await.unwrap().status(), 403);

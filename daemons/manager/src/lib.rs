@@ -24,6 +24,7 @@ pub mod server;
 pub mod sessions;
 pub mod storage;
 pub mod tls;
+pub mod utilisation;
 pub mod watcher_client;
 
 pub use bai_core;

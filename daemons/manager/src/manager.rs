@@ -42,6 +42,8 @@ pub struct Manager {
     image_sets: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Set once the event consumer reads the bus (see [`Manager::consuming`]).
     consuming: tokio::sync::watch::Sender<bool>,
+    /// Each scaling group's utilisation over the last hour.
+    utilisation: crate::utilisation::UtilisationHistory,
 }
 
 impl std::fmt::Debug for Manager {
@@ -71,6 +73,7 @@ impl Manager {
             metrics: OnceLock::new(),
             image_sets: Default::default(),
             consuming: tokio::sync::watch::channel(false).0,
+            utilisation: Default::default(),
         })
     }
 
@@ -125,6 +128,11 @@ impl Manager {
     /// The agent registry.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Each scaling group's utilisation, sampled by [`Manager::spawn`]'s sampler.
+    pub fn utilisation(&self) -> &crate::utilisation::UtilisationHistory {
+        &self.utilisation
     }
 
     /// Starts an image scan of `agent` in the background when the image set its heartbeat
@@ -448,7 +456,7 @@ impl Manager {
         Ok(())
     }
 
-    /// Starts the event consumer, the scheduler loop and the sweeper.
+    /// Starts the event consumer, the scheduler loop, the sweeper and the utilisation sampler.
     pub fn spawn(self: &Arc<Self>, schedule_interval: Duration) -> Vec<JoinHandle<()>> {
         let events = {
             let me = self.clone();
@@ -529,7 +537,19 @@ impl Manager {
                 }
             })
         };
-        vec![events, scheduler, sweeper]
+        let sampler = {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(crate::utilisation::SAMPLE_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = me.utilisation.sample(&me.db, Utc::now()).await {
+                        tracing::warn!(error = %e, "utilisation sample failed");
+                    }
+                }
+            })
+        };
+        vec![events, scheduler, sweeper, sampler]
     }
 
     /// Sends an event from the manager.

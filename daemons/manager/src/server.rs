@@ -181,7 +181,11 @@ pub fn app(state: ApiState) -> Router {
                 .merge(crate::api::resource::routes())
                 .merge(crate::api::vfolder::routes()),
         )
-        .public(crate::api::vfolder::public_routes().merge(crate::api::apps::public_routes()))
+        .public(
+            crate::api::vfolder::public_routes()
+                .merge(crate::api::apps::public_routes())
+                .merge(crate::api::console::public_routes()),
+        )
         .build(state)
 }
 
@@ -278,7 +282,8 @@ pub async fn start(config: ManagerConfig, options: StartOptions) -> Result<Runni
     let watchers = Arc::new(crate::watcher_client::WatcherClient::new(&config.watcher)?);
     let router = app(api_state_with_rate_limiter(manager.clone(), keypairs, rate_limiter(&config)?)
         .with_service(storage)
-        .with_service(watchers));
+        .with_service(watchers)
+        .with_service(Arc::new(crate::api::console::ConsoleSettings { secure_cookies: config.manager.ssl_enabled })));
     let listener = tokio::net::TcpListener::bind(config.manager.api_listen)
         .await
         .map_err(|e| StartError::Listen { addr: config.manager.api_listen, reason: e.to_string() })?;

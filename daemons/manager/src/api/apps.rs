@@ -24,10 +24,12 @@
 //! should use relative links (or be told their base URL `/app-proxy/{token}/`).
 //!
 //! A link is a bearer credential for one app of one session: whoever holds it reaches the app
-//! until it expires or the session ends. Pages served through it share the manager's origin,
-//! so nothing on that origin may trust a browser's ambient credentials (cookies) without a
-//! per-request check; a deployment that wants apps isolated from the API origin puts the
-//! `/app-proxy/` prefix behind a host name of its own.
+//! until it expires or the session ends. Pages served through it share the manager's host and
+//! port, so every proxied response carries `Content-Security-Policy: sandbox …` (no
+//! `allow-same-origin`): the app's pages run in an opaque origin and cannot use the web
+//! console's session ([`super::console`]); the console cookie is stripped from forwarded
+//! requests. Apps that need their own origin (cookies, storage) are better served behind a
+//! host name of their own in front of `/app-proxy/`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -380,6 +382,8 @@ async fn app_proxy(
     if let Ok(host) = HeaderValue::from_str(&format!("{}:{}", app.host, app.host_port)) {
         parts.headers.insert(header::HOST, host);
     }
+    // The visitor's console session is theirs, not the app's.
+    super::console::strip_cookie(&mut parts.headers);
     let mut response = sender
         .send_request(Request::from_parts(parts, body))
         .await
@@ -401,8 +405,16 @@ async fn app_proxy(
         let (parts, _) = response.into_parts();
         return Ok(Response::from_parts(parts, Body::empty()));
     }
-    Ok(response.map(Body::new).into_response())
+    let mut response = response.map(Body::new).into_response();
+    // An opaque origin for the app's pages: they share the manager's host and port, and must
+    // not reach the console's storage, frames or cookie (see `super::console`).
+    response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(APP_SANDBOX));
+    Ok(response)
 }
+
+/// The sandbox every app-link response is served in: scripts, forms, popups and downloads
+/// work, but never as the manager's origin.
+const APP_SANDBOX: &str = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads";
 
 #[cfg(test)]
 mod tests {

@@ -39,6 +39,7 @@
 pub mod apps;
 pub mod auth;
 pub mod clock;
+pub mod console;
 pub mod error;
 pub mod events;
 pub mod extract;

@@ -60,6 +60,18 @@ pub async fn request(
     path: &str,
     body: Option<&Value>,
 ) -> Reply {
+    request_with(addr, key, method, path, body, &[]).await
+}
+
+/// [`request`] with `extra` headers.
+pub async fn request_with(
+    addr: SocketAddr,
+    key: Option<(&str, &str)>,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    extra: &[(&str, &str)],
+) -> Reply {
     let host = addr.to_string();
     let date = signing::format_request_date(chrono::Utc::now());
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
@@ -69,6 +81,9 @@ pub async fn request(
     );
     if let Some(key) = key {
         head.push_str(&format!("Authorization: {}\r\n", authorization(method, path, &host, &date, key)));
+    }
+    for (name, value) in extra {
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect to the manager");

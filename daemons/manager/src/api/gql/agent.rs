@@ -137,6 +137,12 @@ impl Agent {
             },
         }))
     }
+    /// When this manager last heard the agent's heartbeat (bai; null when it has not since
+    /// it started, or has no agent registry).
+    async fn last_heartbeat(&self, ctx: &Context<'_>) -> Result<Option<DateTime>> {
+        let gql = ctx.data::<GqlContext>()?;
+        Ok(gql.manager.as_ref().and_then(|m| m.registry().last_seen(&self.0.id)).map(DateTime))
+    }
     /// Live node statistics (not collected by the manager: null).
     async fn live_stat(&self) -> Option<JsonString> {
         None

@@ -126,6 +126,13 @@ impl ScalingGroup {
     async fn name(&self) -> &str {
         &self.0.name
     }
+    /// This manager's samples of the group's ALIVE agents over the last hour, oldest first
+    /// (bai): `[{"at", "alive_agents", "capacity": {slot: n}, "used": {slot: n}}]`.
+    async fn utilisation_history(&self, ctx: &Context<'_>) -> Result<JsonString> {
+        let gql = ctx.data::<GqlContext>()?;
+        let samples = gql.manager.as_ref().map(|m| m.utilisation().history(&self.0.name)).unwrap_or_default();
+        Ok(JsonString(serde_json::to_string(&samples)?))
+    }
     /// Free text.
     async fn description(&self) -> Option<&str> {
         self.0.description.as_deref()
