@@ -7,8 +7,10 @@
 //! which case it fails.
 //!
 //! [`openmetrics`] parses `/metrics` scrapes; [`AgentContainers`] removes an agent's kernel
-//! containers when a Docker test ends.
+//! containers when a Docker test ends; [`fake_agent`] simulates agents for scale tests and
+//! benchmarks.
 
+pub mod fake_agent;
 pub mod openmetrics;
 
 /// The value of `var`; `None` (with the reason on stderr) when it is unset and services are

@@ -424,9 +424,18 @@ impl Agent {
             held.push(g.lock().await);
         }
         let mut created: Vec<Kernel> = Vec::new();
+        // Kernels that exist already: the request was sent again (a manager re-dispatching a
+        // creation whose outcome it lost, see the manager's `redispatch_stalled`). They are
+        // answered and announced as they are, never created twice.
+        let mut existing: Vec<Kernel> = Vec::new();
         let mut failure = None;
         for (config, owner) in &configs {
             let kernel_id = config.kernel_id;
+            if let Some(kernel) = self.kernels.kernel(kernel_id) {
+                tracing::info!(kernel = %kernel_id, "create_kernels for a kernel that exists: answering it as created");
+                existing.push(kernel);
+                continue;
+            }
             let info = json!({});
             self.emit(Event::KernelPreparing {
                 kernel_id,
@@ -459,7 +468,7 @@ impl Agent {
                 }
                 self.after_destroy(kernel.kernel_id).await;
             }
-            for (config, _) in &configs {
+            for (config, _) in configs.iter().filter(|(c, _)| !existing.iter().any(|k| k.kernel_id == c.kernel_id)) {
                 self.emit(Event::KernelTerminated {
                     kernel_id: config.kernel_id,
                     session_id,
@@ -477,6 +486,8 @@ impl Agent {
         let mut replies = Vec::new();
         for kernel in &created {
             self.watch(kernel);
+        }
+        for kernel in created.iter().chain(&existing) {
             self.emit(Event::KernelStarted {
                 kernel_id: kernel.kernel_id,
                 session_id,
@@ -491,7 +502,8 @@ impl Agent {
         for (config, _) in &configs {
             self.forget_lock(config.kernel_id);
         }
-        if request.session_type == "batch" {
+        // A batch job starts with its main kernel, only when that was created now.
+        if request.session_type == "batch" && created.first().is_some_and(|k| k.kernel_id == configs[0].0.kernel_id) {
             let agent = self.clone();
             let main = created[0].clone();
             let command = request.startup_command.clone();
@@ -1176,6 +1188,11 @@ impl Agent {
             occupied_slots: slots_to_wire(&self.kernels.allocator().occupied()),
             kernels,
             backend: self.kernels.runtime().name().to_string(),
+            busy_kernels: lock(&self.locks)
+                .iter()
+                .filter(|(_, l)| l.try_lock().is_err())
+                .map(|(id, _)| id.to_string())
+                .collect(),
         }
     }
 

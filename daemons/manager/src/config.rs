@@ -58,6 +58,10 @@ pub struct ManagerSection {
     pub heartbeat_timeout: f64,
     /// Seconds between scheduler passes (a `do_schedule` event runs one at once).
     pub schedule_interval: f64,
+    /// Seconds a session may stay PREPARING, PULLING or CREATING without news before the
+    /// manager asks its agents and, when they neither hold nor are creating its kernels, sends
+    /// the creation again (a creation lost with a crashed manager or agent).
+    pub dispatch_timeout: f64,
     /// Serves the API over TLS (HTTPS, and WSS for the streaming routes) with `ssl-cert` and
     /// `ssl-privkey`.
     pub ssl_enabled: bool,
@@ -76,6 +80,7 @@ impl Default for ManagerSection {
             metrics_listen: SocketAddr::from(([0, 0, 0, 0], 18080)),
             heartbeat_timeout: 40.0,
             schedule_interval: 2.0,
+            dispatch_timeout: 60.0,
             ssl_enabled: false,
             ssl_cert: None,
             ssl_privkey: None,
@@ -220,6 +225,7 @@ impl ManagerConfig {
         for (field, v) in [
             ("manager.heartbeat-timeout", self.manager.heartbeat_timeout),
             ("manager.schedule-interval", self.manager.schedule_interval),
+            ("manager.dispatch-timeout", self.manager.dispatch_timeout),
             ("storage.token-lifetime", self.storage.token_lifetime),
             ("watcher.timeout", self.watcher.timeout),
         ] {

@@ -44,7 +44,15 @@ pub struct Manager {
     consuming: tokio::sync::watch::Sender<bool>,
     /// Each scaling group's utilisation over the last hour.
     utilisation: crate::utilisation::UtilisationHistory,
+    /// How long (ms) a session may stay PREPARING/PULLING/CREATING before
+    /// [`Manager::redispatch_stalled`] looks at it.
+    dispatch_timeout_ms: std::sync::atomic::AtomicU64,
+    /// Sessions a re-dispatch of this manager is sending right now.
+    redispatching: std::sync::Mutex<std::collections::HashSet<SessionId>>,
 }
+
+/// The default of [`Manager::set_dispatch_timeout`] (`[manager] dispatch-timeout`).
+pub const DISPATCH_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for Manager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -74,6 +82,8 @@ impl Manager {
             image_sets: Default::default(),
             consuming: tokio::sync::watch::channel(false).0,
             utilisation: Default::default(),
+            dispatch_timeout_ms: std::sync::atomic::AtomicU64::new(DISPATCH_TIMEOUT.as_millis() as u64),
+            redispatching: Default::default(),
         })
     }
 
@@ -304,6 +314,105 @@ impl Manager {
         waiting
     }
 
+    /// Sets how long a session may stay between dispatch and RUNNING (PREPARING, PULLING,
+    /// CREATING) without news before [`redispatch_stalled`](Self::redispatch_stalled) checks
+    /// on it. Call before [`spawn`](Self::spawn).
+    pub fn set_dispatch_timeout(&self, timeout: Duration) {
+        let ms = timeout.as_millis().clamp(1, u64::MAX as u128) as u64;
+        self.dispatch_timeout_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// See [`set_dispatch_timeout`](Self::set_dispatch_timeout).
+    pub fn dispatch_timeout(&self) -> Duration {
+        Duration::from_millis(self.dispatch_timeout_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Sends again the creations that were lost: sessions PREPARING, PULLING or CREATING for
+    /// longer than the dispatch timeout whose agents (each heard from since this manager
+    /// started) neither hold all their kernels nor are working on them. That happens when a
+    /// manager died between claiming a session and its `create_kernels` reaching the agent, or
+    /// when an agent died while creating (its restart recovers only the containers that
+    /// exist), or when the `kernel_started` event was lost. The agent's `create_kernels`
+    /// answers kernels that exist as they are and announces them again, so sending twice
+    /// never creates twice. Calls run in the background; the sessions sent are returned.
+    pub async fn redispatch_stalled(self: &Arc<Self>) -> Result<Vec<SessionId>, DbError> {
+        let filter = repo::SessionFilter {
+            statuses: vec![
+                SessionStatus::Preparing,
+                SessionStatus::Pulling,
+                SessionStatus::Prepared,
+                SessionStatus::Creating,
+            ],
+            limit: 100_000,
+            ..repo::SessionFilter::default()
+        };
+        let (sessions, _) = repo::list_sessions(&self.db, &filter).await?;
+        let timeout = chrono::Duration::from_std(self.dispatch_timeout()).unwrap_or(chrono::Duration::MAX);
+        let now = Utc::now();
+        // One status call per agent and pass.
+        let mut agent_status: std::collections::HashMap<String, Option<pb::AgentStatus>> = Default::default();
+        let mut sent = Vec::new();
+        for s in sessions {
+            let session_id = SessionId::from_uuid(s.id);
+            if s.status_changed.is_some_and(|at| now - at < timeout) {
+                continue;
+            }
+            if lock(&self.redispatching).contains(&session_id) {
+                continue;
+            }
+            let kernels = repo::list_kernels_of_session(&self.db, session_id).await?;
+            let mut lost = false;
+            let mut ready = true;
+            for k in kernels.iter().filter(|k| !k.status.0.is_terminal()) {
+                let (Some(agent), Some(addr)) = (k.agent.as_deref(), k.agent_addr.as_deref()) else {
+                    ready = false;
+                    break;
+                };
+                if self.registry.last_seen(agent).is_none() {
+                    ready = false; // its address may be stale; wait for its heartbeat
+                    break;
+                }
+                let status = match agent_status.get(addr) {
+                    Some(status) => status.clone(),
+                    None => {
+                        let status = match self.clients.client(addr) {
+                            Ok(mut c) => c.get_status(pb::GetStatusRequest {}).await.ok().map(|r| r.into_inner()),
+                            Err(_) => None,
+                        };
+                        agent_status.insert(addr.to_string(), status.clone());
+                        status
+                    }
+                };
+                let Some(status) = status else {
+                    ready = false; // unreachable: LOST handling is the sweeper's
+                    break;
+                };
+                let id = k.id.to_string();
+                if status.busy_kernels.contains(&id) {
+                    ready = false; // being created (an image pull takes its time)
+                    break;
+                }
+                if k.status.0 != KernelStatus::Running {
+                    lost = true;
+                }
+            }
+            if !ready || !lost {
+                continue;
+            }
+            lock(&self.redispatching).insert(session_id);
+            tracing::warn!(session = %session_id, status = %s.status.0, "the session's creation stalled; sending it to its agents again");
+            sent.push(session_id);
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = scheduler::resend_creation(&me.db, &me.clients, session_id).await {
+                    tracing::warn!(session = %session_id, error = %e, "re-sending the creation failed; trying again later");
+                }
+                lock(&me.redispatching).remove(&session_id);
+            });
+        }
+        Ok(sent)
+    }
+
     /// Destroys a session: PENDING (and not yet dispatched) sessions are cancelled at once;
     /// others go TERMINATING and their kernels are destroyed on the agents, whose
     /// `kernel_terminated` events finish the job. `forced` also terminates kernels whose agent
@@ -456,7 +565,8 @@ impl Manager {
         Ok(())
     }
 
-    /// Starts the event consumer, the scheduler loop, the sweeper and the utilisation sampler.
+    /// Starts the event consumer, the scheduler loop, the sweeper, the utilisation sampler and
+    /// the check for stalled creations ([`Manager::redispatch_stalled`]).
     pub fn spawn(self: &Arc<Self>, schedule_interval: Duration) -> Vec<JoinHandle<()>> {
         let events = {
             let me = self.clone();
@@ -549,11 +659,30 @@ impl Manager {
                 }
             })
         };
-        vec![events, scheduler, sweeper, sampler]
+        let redispatcher = {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let every = (me.dispatch_timeout() / 2).clamp(Duration::from_millis(200), Duration::from_secs(10));
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = me.redispatch_stalled().await {
+                        tracing::warn!(error = %e, "checking stalled creations failed");
+                    }
+                }
+            })
+        };
+        vec![events, scheduler, sweeper, sampler, redispatcher]
     }
 
     /// Sends an event from the manager.
     pub async fn emit(&self, event: Event) {
         lifecycle::emit(self.bus.as_ref(), event).await;
     }
+}
+
+/// A std mutex's guard, poisoned or not (the data stays consistent: every critical section is
+/// a single insert or remove).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -432,6 +432,43 @@ pub async fn dispatch_observed(
     Ok(())
 }
 
+/// Sends a session's `create_kernels` again to each of its agents, as it is (no status change
+/// here: the agents' events move it on). For [`crate::manager::Manager::redispatch_stalled`].
+pub async fn resend_creation(
+    db: &sea_orm::DatabaseConnection,
+    clients: &AgentClients,
+    session_id: SessionId,
+) -> Result<(), String> {
+    // Destroyed (or started) since it was found stalled: nothing to send.
+    let still = repo::get_session(db, session_id).await.map_err(|e| e.to_string())?.is_some_and(|s| {
+        matches!(
+            s.status.0,
+            SessionStatus::Preparing | SessionStatus::Pulling | SessionStatus::Prepared | SessionStatus::Creating
+        )
+    });
+    if !still {
+        return Ok(());
+    }
+    let requests = creation_requests(db, session_id).await.map_err(|e| e.to_string())?;
+    // Kernels that ended stay ended.
+    let ended: std::collections::HashSet<String> = repo::list_kernels_of_session(db, session_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|k| k.status.0.is_terminal())
+        .map(|k| k.id.to_string())
+        .collect();
+    for ((agent, addr), mut request) in requests {
+        request.kernels.retain(|k| !ended.contains(&k.kernel_id));
+        if request.kernels.is_empty() {
+            continue;
+        }
+        let mut client = clients.client(&addr).map_err(|e| format!("agent {agent}: {e}"))?;
+        client.create_kernels(request).await.map_err(|s| format!("agent {agent}: {}: {}", s.code(), s.message()))?;
+    }
+    Ok(())
+}
+
 /// Keys per agent of the kernels of a session (for destroy calls).
 pub fn kernels_by_agent(kernels: &[kernel::Model]) -> HashMap<String, Vec<&kernel::Model>> {
     let mut out: HashMap<String, Vec<&kernel::Model>> = HashMap::new();

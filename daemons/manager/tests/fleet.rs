@@ -8,169 +8,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bai_agent_runtime::bus::{Envelope, EventBus, MemoryBus};
-use bai_agent_runtime::rpc::pb::agent_server::{Agent, AgentServer};
-use bai_agent_runtime::rpc::{pb, TokenCheck};
-use bai_core::{Event, KernelId, ResourceSlot, SessionId, SessionStatus};
+use bai_core::{Event, ResourceSlot, SessionId, SessionStatus};
 use bai_manager::agent_client::AgentClients;
 use bai_manager::db::entities::{kernel, session};
 use bai_manager::db::repo;
 use bai_manager::db::types::JsonOf;
 use bai_manager::manager::Manager;
+use bai_test_support::fake_agent::serve_fake;
 use chrono::Utc;
 use sea_orm::Set;
 use serde_json::json;
-use tonic::{Request, Response, Status};
 
 mod common;
-
-/// A fake agent: no containers, only the protocol and the events.
-struct FakeAgent {
-    id: String,
-    bus: Arc<dyn EventBus>,
-}
-
-#[tonic::async_trait]
-impl Agent for FakeAgent {
-    async fn create_kernels(
-        &self,
-        request: Request<pb::CreateKernelsRequest>,
-    ) -> Result<Response<pb::CreateKernelsReply>, Status> {
-        let r = request.into_inner();
-        let session_id: SessionId = r.session_id.parse().map_err(|_| Status::invalid_argument("session_id"))?;
-        let mut kernels = Vec::new();
-        for k in &r.kernels {
-            let kernel_id: KernelId = k.kernel_id.parse().map_err(|_| Status::invalid_argument("kernel_id"))?;
-            for event in [
-                Event::KernelCreating { kernel_id, session_id, reason: String::new(), creation_info: json!({}) },
-                Event::KernelStarted {
-                    kernel_id,
-                    session_id,
-                    reason: String::new(),
-                    creation_info: json!({"container_id": format!("fake-{kernel_id}"), "resource_spec": {"slots": k.resource_slots}}),
-                },
-            ] {
-                self.bus
-                    .produce(&Envelope::new(self.id.clone(), event))
-                    .await
-                    .map_err(|e| Status::internal(e.to_string()))?;
-            }
-            kernels.push(pb::KernelCreated {
-                kernel_id: k.kernel_id.clone(),
-                container_id: format!("fake-{kernel_id}"),
-                ..Default::default()
-            });
-        }
-        Ok(Response::new(pb::CreateKernelsReply { kernels }))
-    }
-
-    async fn destroy_kernel(
-        &self,
-        request: Request<pb::DestroyKernelRequest>,
-    ) -> Result<Response<pb::DestroyKernelReply>, Status> {
-        let r = request.into_inner();
-        Ok(Response::new(pb::DestroyKernelReply { exit_code: 0, reason: r.reason }))
-    }
-
-    type ExecuteStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::ExecuteEvent, Status>> + Send>>;
-
-    async fn execute(&self, _: Request<pb::ExecuteRequest>) -> Result<Response<Self::ExecuteStream>, Status> {
-        Err(Status::unimplemented("a fake agent runs no code"))
-    }
-
-    async fn ping(&self, _: Request<pb::PingRequest>) -> Result<Response<pb::PingReply>, Status> {
-        Err(Status::unimplemented("ping"))
-    }
-
-    async fn get_status(&self, _: Request<pb::GetStatusRequest>) -> Result<Response<pb::AgentStatus>, Status> {
-        Err(Status::unimplemented("get_status"))
-    }
-
-    async fn gather_hwinfo(&self, _: Request<pb::GatherHwinfoRequest>) -> Result<Response<pb::JsonReply>, Status> {
-        Err(Status::unimplemented("gather_hwinfo"))
-    }
-
-    async fn restart_kernel(
-        &self,
-        _: Request<pb::RestartKernelRequest>,
-    ) -> Result<Response<pb::KernelCreated>, Status> {
-        Err(Status::unimplemented("restart_kernel"))
-    }
-
-    async fn interrupt_kernel(&self, _: Request<pb::KernelRequest>) -> Result<Response<pb::Empty>, Status> {
-        Err(Status::unimplemented("interrupt_kernel"))
-    }
-
-    async fn upload_file(&self, _: Request<pb::UploadFileRequest>) -> Result<Response<pb::Empty>, Status> {
-        Err(Status::unimplemented("upload_file"))
-    }
-
-    async fn download_file(
-        &self,
-        _: Request<pb::DownloadFileRequest>,
-    ) -> Result<Response<pb::DownloadFileReply>, Status> {
-        Err(Status::unimplemented("download_file"))
-    }
-
-    async fn list_files(&self, _: Request<pb::ListFilesRequest>) -> Result<Response<pb::ListFilesReply>, Status> {
-        Err(Status::unimplemented("list_files"))
-    }
-
-    async fn get_logs(&self, _: Request<pb::KernelRequest>) -> Result<Response<pb::GetLogsReply>, Status> {
-        Err(Status::unimplemented("get_logs"))
-    }
-
-    async fn get_container_stats(
-        &self,
-        _: Request<pb::GetContainerStatsRequest>,
-    ) -> Result<Response<pb::JsonReply>, Status> {
-        Err(Status::unimplemented("get_container_stats"))
-    }
-
-    async fn sync_kernels(&self, _: Request<pb::SyncKernelsRequest>) -> Result<Response<pb::SyncKernelsReply>, Status> {
-        Err(Status::unimplemented("sync_kernels"))
-    }
-
-    async fn check_and_pull(
-        &self,
-        _: Request<pb::CheckAndPullRequest>,
-    ) -> Result<Response<pb::CheckAndPullReply>, Status> {
-        Err(Status::unimplemented("check_and_pull"))
-    }
-
-    async fn purge_images(&self, _: Request<pb::PurgeImagesRequest>) -> Result<Response<pb::PurgeImagesReply>, Status> {
-        Err(Status::unimplemented("purge_images"))
-    }
-
-    async fn list_images(&self, _: Request<pb::ListImagesRequest>) -> Result<Response<pb::ListImagesReply>, Status> {
-        Ok(Response::new(pb::ListImagesReply { images: Vec::new() }))
-    }
-
-    async fn shutdown_service(&self, _: Request<pb::ShutdownServiceRequest>) -> Result<Response<pb::Empty>, Status> {
-        Err(Status::unimplemented("shutdown_service"))
-    }
-
-    async fn start_service(
-        &self,
-        _: Request<pb::StartServiceRequest>,
-    ) -> Result<Response<pb::StartServiceReply>, Status> {
-        Err(Status::unimplemented("start_service"))
-    }
-}
-
-async fn serve_fake(id: String, bus: Arc<dyn EventBus>, token: &str) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let service = tonic::service::interceptor::InterceptedService::new(
-        AgentServer::new(FakeAgent { id, bus }),
-        TokenCheck::new(token).unwrap(),
-    );
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
-    addr.to_string()
-}
 
 fn session_row(name: &str, cpu: u32) -> (session::ActiveModel, Vec<kernel::ActiveModel>) {
     let slots: ResourceSlot = serde_json::from_value(json!({"cpu": cpu.to_string(), "mem": "1073741824"})).unwrap();
