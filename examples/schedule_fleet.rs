@@ -133,6 +133,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let manager =
         Manager::new("sim", db.clone(), bus, Arc::new(AgentClients::new(TOKEN, None)?), Duration::from_secs(3600));
+    let metrics = Arc::new(bai_manager::metrics::ManagerMetrics::new());
+    manager.set_metrics(metrics.clone());
     let started = Instant::now();
     let loops = manager.spawn(Duration::from_millis(100));
     let mut scheduled_at = None;
@@ -161,6 +163,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     for l in loops {
         l.abort();
+    }
+    if std::env::var_os("BAI_BENCH_METRICS").is_some() {
+        // Where the time went: the manager's own event and action histograms (sums and counts).
+        for line in metrics.encode().lines() {
+            if (line.contains("_sum") || line.contains("_count")) && !line.starts_with('#') {
+                eprintln!("  {line}");
+            }
+        }
     }
     let scheduled_secs = scheduled_at.unwrap_or(running_at).as_secs_f64();
     let running_secs = running_at.as_secs_f64();

@@ -51,6 +51,27 @@ pub struct Manager {
     redispatching: std::sync::Mutex<std::collections::HashSet<SessionId>>,
 }
 
+/// How many ordered lanes handle events concurrently (see [`Manager::spawn`]).
+pub const EVENT_LANES: usize = 16;
+
+/// The lane of a delivery: by its session, else by its source (an agent's own events stay in
+/// order), so that what must stay ordered does.
+fn lane_of(delivery: &bai_agent_runtime::bus::Delivery, lanes: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match &delivery.envelope {
+        Ok(envelope) => match envelope.event.session_id() {
+            Some(session) => session.hash(&mut h),
+            None => envelope.source.hash(&mut h),
+        },
+        Err(_) => delivery.id.hash(&mut h),
+    }
+    (h.finish() % lanes.max(1) as u64) as usize
+}
+
+/// How many placed sessions one scheduling pass sends to their agents at once.
+pub const DISPATCH_CONCURRENCY: usize = 64;
+
 /// The default of [`Manager::set_dispatch_timeout`] (`[manager] dispatch-timeout`).
 pub const DISPATCH_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -242,17 +263,25 @@ impl Manager {
         for session_id in &report.cancelled {
             self.announce(*session_id, SessionStatus::Cancelled).await;
         }
-        for session_id in &report.scheduled {
-            self.announce(*session_id, SessionStatus::Scheduled).await;
-            let started = Instant::now();
-            let dispatched =
-                scheduler::dispatch_observed(&self.db, &self.clients, *session_id, self.metrics().map(|m| m.as_ref()))
-                    .await;
-            self.observe_action("session", "dispatch", started, &dispatched);
-            if let Err(e) = dispatched {
-                tracing::warn!(session = %session_id, error = %e, "dispatch failed");
-            }
-        }
+        // Sessions are independent once placed: send them to their agents concurrently (a
+        // slow agent, or a long image pull behind its create_kernels, holds up only its own).
+        futures::stream::iter(report.scheduled.iter().copied())
+            .for_each_concurrent(DISPATCH_CONCURRENCY, |session_id| async move {
+                self.announce(session_id, SessionStatus::Scheduled).await;
+                let started = Instant::now();
+                let dispatched = scheduler::dispatch_observed(
+                    &self.db,
+                    &self.clients,
+                    session_id,
+                    self.metrics().map(|m| m.as_ref()),
+                )
+                .await;
+                self.observe_action("session", "dispatch", started, &dispatched);
+                if let Err(e) = dispatched {
+                    tracing::warn!(session = %session_id, error = %e, "dispatch failed");
+                }
+            })
+            .await;
         Ok(report)
     }
 
@@ -565,9 +594,45 @@ impl Manager {
         Ok(())
     }
 
+    /// Handles one delivered event (errors are logged and counted) and acknowledges it.
+    async fn handle_delivery(&self, delivery: &bai_agent_runtime::bus::Delivery) {
+        match &delivery.envelope {
+            Ok(envelope) => {
+                let started = Instant::now();
+                let handled = self.handle(envelope).await;
+                if let Some(m) = self.metrics() {
+                    let error = handled.as_ref().err().map(|e| ErrorInfo::from_db(e, "handle"));
+                    m.observe_event(envelope.event.name(), started.elapsed(), error.as_ref());
+                }
+                if let Err(e) = handled {
+                    tracing::warn!(event = envelope.event.name(), error = %e, "event handler failed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "undecodable event dropped"),
+        }
+        if let Err(e) = self.bus.ack(EVENT_GROUP, &delivery.id).await {
+            tracing::warn!(error = %e, "could not acknowledge an event");
+        }
+    }
+
     /// Starts the event consumer, the scheduler loop, the sweeper, the utilisation sampler and
     /// the check for stalled creations ([`Manager::redispatch_stalled`]).
     pub fn spawn(self: &Arc<Self>, schedule_interval: Duration) -> Vec<JoinHandle<()>> {
+        // Events are handled in EVENT_LANES ordered lanes: those of one session (or, for agent
+        // events, of one agent) always in the same lane, in the order they arrived; different
+        // sessions concurrently, so a burst of creations is not handled one event at a time.
+        let lanes: Vec<tokio::sync::mpsc::Sender<bai_agent_runtime::bus::Delivery>> = (0..EVENT_LANES)
+            .map(|_| {
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<bai_agent_runtime::bus::Delivery>(256);
+                let me = self.clone();
+                tokio::spawn(async move {
+                    while let Some(delivery) = rx.recv().await {
+                        me.handle_delivery(&delivery).await;
+                    }
+                });
+                tx
+            })
+            .collect();
         let events = {
             let me = self.clone();
             tokio::spawn(async move {
@@ -596,22 +661,10 @@ impl Manager {
                                 break;
                             }
                         };
-                        match &delivery.envelope {
-                            Ok(envelope) => {
-                                let started = Instant::now();
-                                let handled = me.handle(envelope).await;
-                                if let Some(m) = me.metrics() {
-                                    let error = handled.as_ref().err().map(|e| ErrorInfo::from_db(e, "handle"));
-                                    m.observe_event(envelope.event.name(), started.elapsed(), error.as_ref());
-                                }
-                                if let Err(e) = handled {
-                                    tracing::warn!(event = envelope.event.name(), error = %e, "event handler failed");
-                                }
-                            }
-                            Err(e) => tracing::warn!(error = %e, "undecodable event dropped"),
-                        }
-                        if let Err(e) = me.bus.ack(EVENT_GROUP, &delivery.id).await {
-                            tracing::warn!(error = %e, "could not acknowledge an event");
+                        let lane = lane_of(&delivery, lanes.len());
+                        if lanes[lane].send(delivery).await.is_err() {
+                            tracing::error!("an event lane stopped; events are no longer handled");
+                            return;
                         }
                     }
                 }
