@@ -16,6 +16,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
+# shellcheck source=tests/lib/allinone.sh
+. "$root/tests/lib/allinone.sh"
 docker_host="${BAI_TEST_DOCKER_HOST:-unix:///var/run/docker.sock}"
 image="${BAI_TEST_KERNEL_IMAGE:-bai/python:3.11}"
 venv="${BAI_CONSOLE_VENV:-/var/tmp/bai-console-venv}"
@@ -72,57 +74,17 @@ say "building bai-manager (into $CARGO_TARGET_DIR)"
 manager="$CARGO_TARGET_DIR/debug/bai-manager"
 
 work="$(mktemp -d /tmp/bai-console.XXXXXX)"
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+port="$(free_port)"
 db="sqlite://$work/manager.db?mode=rwc"
-cat >"$work/agent.toml" <<TOML
-[agent]
-id = "$agent_id"
-rpc-listen = "127.0.0.1:0"
-metrics-listen = "127.0.0.1:0"
-heartbeat-interval = 1.0
-[container]
-backend = "docker"
-docker-host = "$docker_host"
-bind-host = "127.0.0.1"
-port-range = [23500, 23519]
-scratch-root = "$work/scratch"
-scratch-type = "hostdir"
-stop-timeout = 2.0
-[resource]
-reserved-cpu = 0
-reserved-mem = "512m"
-TOML
-# metrics on an ephemeral loopback port: another manager (the e2e script's) may hold 18080
-cat >"$work/manager.toml" <<TOML
-[manager]
-metrics-listen = "127.0.0.1:0"
-[storage]
-root = "$work/vfolders"
-TOML
+allinone_configs "$work" "$agent_id" "$docker_host" 23500 23519
 
-keypair() {
-    local out ak sk
-    out="$("$manager" --db-url "$db" keypair create "$@")" || fail "keypair create $*: $out"
-    ak="$(sed -n 's/^Access key: //p' <<<"$out")"
-    sk="$(sed -n 's/^Secret key: //p' <<<"$out")"
-    if [ -z "$ak" ] || [ -z "$sk" ]; then fail "keypair create $* printed no keys: $out"; fi
-    printf '%s %s\n' "$ak" "$sk"
-}
 say "creating an admin keypair and a user keypair (user@example.com)"
-read -r admin_ak admin_sk <<<"$(keypair --admin)"
-read -r user_ak user_sk <<<"$(keypair --email user@example.com)"
+read -r admin_ak admin_sk <<<"$(allinone_keypair "$manager" "$db" --admin)"
+read -r user_ak user_sk <<<"$(allinone_keypair "$manager" "$db" --email user@example.com)"
 if [ -z "${admin_ak:-}" ] || [ -z "${user_ak:-}" ]; then fail "no keys"; fi
 
 say "starting an all-in-one manager on 127.0.0.1:$port (agent $agent_id)"
-BAI_LOG="${BAI_LOG:-info}" "$manager" --config "$work/manager.toml" --db-url "$db" start-server --all-in-one \
-    --api-listen "127.0.0.1:$port" --agent-config "$work/agent.toml" >"$work/manager.log" 2>&1 &
-manager_pid=$!
-for _ in $(seq 1 150); do
-    curl -fsS "http://127.0.0.1:$port/" >/dev/null 2>&1 && break
-    kill -0 "$manager_pid" 2>/dev/null || fail "the manager exited"
-    sleep 0.2
-done
-curl -fsS "http://127.0.0.1:$port/" >/dev/null || fail "the manager did not answer"
+allinone_start "$manager" "$work" "$db" "$port"
 code="$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/console/")" || true
 echo "GET /console/ -> $code"
 

@@ -11,6 +11,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
+# shellcheck source=tests/lib/allinone.sh
+. "$root/tests/lib/allinone.sh"
 docker_host="${BAI_TEST_DOCKER_HOST:?set by scripts/test}"
 image="${BAI_TEST_KERNEL_IMAGE:?set by scripts/test}"
 venv="${BAI_E2E_VENV:-/var/tmp/bai-e2e-venv}"
@@ -53,48 +55,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+port="$(free_port)"
 db="sqlite://$work/manager.db?mode=rwc"
-cat >"$work/agent.toml" <<EOF
-[agent]
-id = "$agent_id"
-rpc-listen = "127.0.0.1:0"
-metrics-listen = "127.0.0.1:0"
-heartbeat-interval = 1.0
-[container]
-backend = "docker"
-docker-host = "$docker_host"
-bind-host = "127.0.0.1"
-port-range = [23000, 23099]
-scratch-root = "$work/scratch"
-scratch-type = "hostdir"
-stop-timeout = 2.0
-[resource]
-reserved-cpu = 0
-reserved-mem = "512m"
-EOF
-
-cat >"$work/manager.toml" <<EOF
-[storage]
-root = "$work/vfolders"
-EOF
+allinone_configs "$work" "$agent_id" "$docker_host" 23000 23099
 
 say "creating an admin keypair"
-keys="$("$manager" --db-url "$db" keypair create --admin)"
-access_key="$(sed -n 's/^Access key: //p' <<<"$keys")"
-secret_key="$(sed -n 's/^Secret key: //p' <<<"$keys")"
-[ -n "$access_key" ] && [ -n "$secret_key" ] || fail "keypair create printed no keys: $keys"
+read -r access_key secret_key <<<"$(allinone_keypair "$manager" "$db" --admin)"
+if [ -z "${access_key:-}" ] || [ -z "${secret_key:-}" ]; then fail "keypair create printed no keys"; fi
 
 say "starting an all-in-one manager on 127.0.0.1:$port"
-BAI_LOG=info "$manager" --config "$work/manager.toml" --db-url "$db" start-server --all-in-one --api-listen "127.0.0.1:$port" \
-    --agent-config "$work/agent.toml" >"$work/manager.log" 2>&1 &
-manager_pid=$!
-for _ in $(seq 1 100); do
-    curl -fsS "http://127.0.0.1:$port/" >/dev/null 2>&1 && break
-    kill -0 "$manager_pid" 2>/dev/null || fail "the manager exited"
-    sleep 0.2
-done
-curl -fsS "http://127.0.0.1:$port/" >/dev/null || fail "the manager did not answer"
+allinone_start "$manager" "$work" "$db" "$port"
 
 cd "$work" # no .env here: the client reads one from the working directory upward
 export BACKEND_ENDPOINT="http://127.0.0.1:$port" BACKEND_ACCESS_KEY="$access_key" BACKEND_SECRET_KEY="$secret_key"

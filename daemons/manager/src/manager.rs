@@ -210,6 +210,13 @@ impl Manager {
                 lifecycle::batch_result(&self.db, *session_id, success).await?;
                 self.destroy_session(*session_id, false, "task-finished").await?;
             }
+            Event::KernelStarted { kernel_id, session_id, .. }
+                if repo::get_kernel(&self.db, *kernel_id).await?.is_some_and(|k| k.status.0.is_terminal()) =>
+            {
+                // A kernel started for a session that has ended (destroyed while a creation was
+                // re-sent, or forced down while its agent was away): it must not keep running.
+                self.destroy_orphan(&envelope.source, *kernel_id, *session_id);
+            }
             event => {
                 if let Some(status) = lifecycle::kernel_event(&self.db, event).await? {
                     tracing::info!(session = ?event.session_id(), %status, "session status");
@@ -224,6 +231,36 @@ impl Manager {
             }
         }
         Ok(())
+    }
+
+    /// Asks `agent` (in the background) to destroy a kernel the database has as ended.
+    fn destroy_orphan(&self, agent: &str, kernel_id: KernelId, session_id: SessionId) {
+        let (db, clients, agent) = (self.db.clone(), self.clients.clone(), agent.to_string());
+        tokio::spawn(async move {
+            let addr = match bai_core::AgentId::new(&agent) {
+                Ok(id) => repo::get_agent(&db, &id).await.ok().flatten().map(|a| a.addr),
+                Err(_) => None,
+            };
+            let Some(addr) = addr else {
+                tracing::warn!(%agent, kernel = %kernel_id, "an ended kernel started on an unknown agent");
+                return;
+            };
+            tracing::warn!(%agent, kernel = %kernel_id, "an ended kernel started again; destroying it");
+            let request = pb::DestroyKernelRequest {
+                kernel_id: kernel_id.to_string(),
+                session_id: session_id.to_string(),
+                reason: "session-ended".into(),
+                suppress_events: true,
+            };
+            match clients.client(&addr) {
+                Ok(mut c) => {
+                    if let Err(e) = c.destroy_kernel(request).await {
+                        tracing::warn!(%agent, kernel = %kernel_id, error = %e, "could not destroy an ended kernel");
+                    }
+                }
+                Err(e) => tracing::warn!(%agent, error = %e, "no client for the agent"),
+            }
+        });
     }
 
     /// Sends the `session_*` event of a session's new status, when it has one.

@@ -1,7 +1,7 @@
 //! Lost creations are sent again (`Manager::redispatch_stalled`): a session left PREPARING by
 //! a manager that died before its `create_kernels` reached the agent becomes RUNNING once the
-//! dispatch timeout passes, and sending a creation twice never creates twice (the agent answers
-//! a kernel that exists as it is).
+//! dispatch timeout passes, sending a creation twice never creates twice (the agent answers a
+//! kernel that exists as it is), and a creation that arrives after its session ended is undone.
 
 mod common;
 
@@ -97,4 +97,21 @@ async fn a_creation_lost_with_its_manager_is_sent_again_and_never_twice() {
         running.manager.destroy_session(session_id, false, "user-requested").await.unwrap(),
         SessionStatus::Terminated
     );
+
+    // A creation that reaches the agent after the session ended (destroyed between the check
+    // and the call): the agent starts the kernel, the manager has it TERMINATED and has the
+    // agent destroy it, so nothing keeps running.
+    let requests = bai_manager::scheduler::creation_requests(&db, session_id).await.unwrap();
+    client.create_kernels(requests.into_values().next().unwrap()).await.expect("the late creation");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = client.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner();
+        if status.kernels.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the late kernel still runs: {:?}", status.kernels);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let k = repo::get_kernel(&db, kernel_id).await.unwrap().unwrap();
+    assert_eq!(k.status.0, KernelStatus::Terminated, "the kernel stays ended");
 }
