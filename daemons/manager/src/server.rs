@@ -284,7 +284,7 @@ pub async fn start(config: ManagerConfig, options: StartOptions) -> Result<Runni
     let router = app(api_state_with_rate_limiter(manager.clone(), keypairs, rate_limiter(&config)?)
         .with_service(storage)
         .with_service(watchers)
-        .with_service(Arc::new(crate::api::console::ConsoleSettings { secure_cookies: config.manager.ssl_enabled })));
+        .with_service(Arc::new(crate::api::Listener { tls: config.manager.ssl_enabled })));
     let listener = tokio::net::TcpListener::bind(config.manager.api_listen)
         .await
         .map_err(|e| StartError::Listen { addr: config.manager.api_listen, reason: e.to_string() })?;

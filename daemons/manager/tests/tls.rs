@@ -40,11 +40,26 @@ fn https_client(ca_pem: &str) -> reqwest::Client {
 
 /// A signed `GET` over `client` as the official client signs it.
 async fn signed_get(client: &reqwest::Client, addr: SocketAddr, key: (&str, &str), path: &str) -> reqwest::Response {
+    signed(client, addr, key, "GET", path, None).await
+}
+
+/// A signed request with an optional JSON body.
+async fn signed(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    key: (&str, &str),
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> reqwest::Response {
     let host = addr.to_string();
     let date = signing::format_request_date(chrono::Utc::now());
-    let authorization = common::authorization("GET", path, &host, &date, key);
-    client
-        .get(format!("https://{host}{path}"))
+    let authorization = common::authorization(method, path, &host, &date, key);
+    let mut request = client.request(method.parse().unwrap(), format!("https://{host}{path}"));
+    if let Some(body) = body {
+        request = request.body(body.to_string());
+    }
+    request
         .header("date", date)
         .header("x-backendai-version", API_VERSION)
         .header("content-type", "application/json")
@@ -95,6 +110,39 @@ async fn the_api_answers_over_https_only() {
         .await
         .unwrap();
     assert_eq!(anonymous.status(), 401);
+
+    // The storage side channel's URLs name this listener's scheme: https, not http.
+    let made =
+        signed(&client, addr, common::USER, "POST", "/folders", Some(serde_json::json!({"name": "tls-data"}))).await;
+    assert!(made.status().is_success(), "{}", made.text().await.unwrap());
+    let body = serde_json::json!({"path": "a.txt", "size": 2});
+    let grant = signed(&client, addr, common::USER, "POST", "/folders/tls-data/request-upload", Some(body)).await;
+    assert_eq!(grant.status(), 200);
+    let grant: serde_json::Value = grant.json().await.unwrap();
+    let url = grant["url"].as_str().unwrap();
+    assert_eq!(url, format!("https://{addr}/storage/upload"));
+    let token = grant["token"].as_str().unwrap();
+    let uploaded = client
+        .patch(format!("{url}?token={token}"))
+        .header("upload-offset", "0")
+        .header("content-type", "application/offset+octet-stream")
+        .body("hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status(), 204);
+    // The web console's cookie is marked Secure on a TLS listener.
+    let login = client
+        .post(format!("https://{addr}/console/login"))
+        .header("x-backendai-console", "1")
+        .header("content-type", "application/json")
+        .body(serde_json::json!({"access_key": common::USER.0, "secret_key": common::USER.1}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.contains("; Secure") && cookie.contains("HttpOnly"), "{cookie}");
 
     running.shutdown().await;
     let after = client.get(format!("https://{addr}/")).send().await;

@@ -59,13 +59,6 @@ const STYLE_CSS: &str = include_str!("../../console/style.css");
 const CONSOLE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
     connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// What the server tells the console module about its listener.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ConsoleSettings {
-    /// Whether cookies get the `Secure` attribute (the manager serves TLS).
-    pub secure_cookies: bool,
-}
-
 /// The claims of a console session cookie.
 #[derive(Debug, Serialize, Deserialize)]
 struct ConsoleClaims {
@@ -144,7 +137,7 @@ async fn logout(State(state): State<ApiState>, headers: HeaderMap) -> Result<Res
 }
 
 fn cookie_header(state: &ApiState, value: &str, max_age: u64) -> Result<HeaderValue, ApiError> {
-    let secure = state.service::<ConsoleSettings>().is_some_and(|s| s.secure_cookies);
+    let secure = state.service::<super::Listener>().is_some_and(|l| l.tls);
     let text = format!(
         "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
         if secure { "; Secure" } else { "" }

@@ -163,6 +163,15 @@ impl ApiState {
     }
 }
 
+/// How the API is served, registered by the server ([`ApiState::with_service`]): TLS or not.
+/// URLs the API hands out (the storage side channel's) and cookies (the console's `Secure`)
+/// follow it. Without it the API assumes plain HTTP.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Listener {
+    /// Whether the listener speaks TLS (`[manager] ssl-enabled`).
+    pub tls: bool,
+}
+
 /// Extractor for a service registered with [`ApiState::with_service`]; 500
 /// `server-misconfigured` when it is missing.
 #[derive(Debug)]

@@ -543,8 +543,9 @@ async fn delete_files(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `scheme://host` of the manager as the client reached it.
-fn base_url(headers: &HeaderMap) -> Result<String, ApiError> {
+/// The manager's own address as the caller reached it: the `Host` header, with
+/// `X-Forwarded-Proto` (a proxy in front) or else this listener's scheme.
+fn base_url(state: &ApiState, headers: &HeaderMap) -> Result<String, ApiError> {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -554,7 +555,7 @@ fn base_url(headers: &HeaderMap) -> Result<String, ApiError> {
         .get("x-forwarded-proto")
         .and_then(|h| h.to_str().ok())
         .filter(|s| *s == "https" || *s == "http")
-        .unwrap_or("http");
+        .unwrap_or(if state.service::<super::Listener>().is_some_and(|l| l.tls) { "https" } else { "http" });
     Ok(format!("{scheme}://{host}"))
 }
 
@@ -565,6 +566,7 @@ fn deadline(storage: &Storage) -> i64 {
 /// `POST /folders/{name}/request-upload` `{"path", "size"}` → `{"token", "url"}`. The path and
 /// the quota are checked here, so that the TUS transfer itself does not fail.
 async fn request_upload(
+    State(state): State<ApiState>,
     ctx: AuthContext,
     Shared(db): Shared<DatabaseConnection>,
     Shared(storage): Shared<Storage>,
@@ -579,7 +581,7 @@ async fn request_upload(
     let access = find_folder(&db, &ctx, &name).await?;
     check_writable(&access)?;
     let row = &access.folder;
-    let url = format!("{}{UPLOAD_PATH}", base_url(&headers)?);
+    let url = format!("{}{UPLOAD_PATH}", base_url(&state, &headers)?);
     let (id, quota) = (row.id, quota_of(row));
     let upload = {
         let (storage, path) = (storage.clone(), path.clone());
@@ -592,6 +594,7 @@ async fn request_upload(
 /// `POST /folders/{name}/request-download` `{"path"}` → `{"token", "url"}`; the file must
 /// exist and be a regular file.
 async fn request_download(
+    State(state): State<ApiState>,
     ctx: AuthContext,
     Shared(db): Shared<DatabaseConnection>,
     Shared(storage): Shared<Storage>,
@@ -601,7 +604,7 @@ async fn request_download(
 ) -> Result<Json<Value>, ApiError> {
     let path = params.fields().string(&["path"])?.ok_or_else(|| ApiError::invalid("path", "is required"))?;
     let row = find_folder(&db, &ctx, &name).await?.folder;
-    let url = format!("{}{DOWNLOAD_PATH}", base_url(&headers)?);
+    let url = format!("{}{DOWNLOAD_PATH}", base_url(&state, &headers)?);
     storage.open_for_download(row.id, &path).await.map_err(storage_error)?;
     let grant =
         Grant { op: Operation::Download, folder: row.id, path, size: None, upload: None, exp: deadline(&storage) };
