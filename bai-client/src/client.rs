@@ -57,6 +57,8 @@ pub struct Client {
 #[derive(Debug)]
 struct Inner {
     http: reqwest::Client,
+    /// The TLS settings of WebSocket connections, when not the defaults.
+    websocket_tls: Option<Arc<rustls::ClientConfig>>,
     config: Config,
     /// The endpoint in use; moves on after connection errors.
     current: AtomicUsize,
@@ -95,8 +97,14 @@ impl Client {
         if let Some(timeout) = config.read_timeout {
             builder = builder.read_timeout(timeout);
         }
+        for cert in crate::tls::extra_roots(&config)? {
+            let cert = reqwest::Certificate::from_der(&cert)
+                .map_err(|e| Error::Config { field: "BACKEND_CA_FILE".into(), reason: e.to_string() })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let websocket_tls = crate::tls::websocket_config(&config)?;
         let http = builder.build().map_err(|e| Error::Config { field: "http client".into(), reason: e.to_string() })?;
-        Ok(Self { inner: Arc::new(Inner { http, config, current: AtomicUsize::new(0) }) })
+        Ok(Self { inner: Arc::new(Inner { http, websocket_tls, config, current: AtomicUsize::new(0) }) })
     }
 
     /// A client configured by [`Config::load`] (config file, then `BACKEND_*` variables).
@@ -107,6 +115,11 @@ impl Client {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The rustls settings of WebSocket connections (`None`: the defaults).
+    pub(crate) fn websocket_tls(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.inner.websocket_tls.clone()
     }
 
     /// The endpoint requests currently go to.

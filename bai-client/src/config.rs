@@ -8,7 +8,7 @@
 //!    `BACKEND_ACCESS_KEY`, `BACKEND_SECRET_KEY`, `BACKEND_DOMAIN`, `BACKEND_GROUP`,
 //!    `BACKEND_VFOLDER_MOUNTS`, `BACKEND_SKIP_SSLCERT_VALIDATION`,
 //!    `BACKEND_CONNECTION_TIMEOUT`, `BACKEND_READ_TIMEOUT` (each also as `SORNA_<KEY>`), plus
-//!    `BACKEND_MAX_RETRIES`.
+//!    `BACKEND_MAX_RETRIES` and `BACKEND_CA_FILE` (a PEM bundle of extra CAs to trust).
 //!
 //! The file uses the same keys in lower case without the prefix:
 //!
@@ -46,6 +46,10 @@ pub struct Config {
     pub vfolder_mounts: Vec<String>,
     /// Accept any TLS certificate.
     pub skip_ssl_verification: bool,
+    /// A PEM file of extra certificate authorities to trust, for a manager whose certificate a
+    /// private CA signed (`BACKEND_CA_FILE`, file key `ca_file`; bai only). The public roots stay
+    /// trusted.
+    pub ca_file: Option<PathBuf>,
     /// Connect timeout.
     pub connection_timeout: Duration,
     /// Read timeout; `None` waits as long as the server takes (session creation blocks).
@@ -65,6 +69,7 @@ impl std::fmt::Debug for Config {
             .field("group", &self.group)
             .field("vfolder_mounts", &self.vfolder_mounts)
             .field("skip_ssl_verification", &self.skip_ssl_verification)
+            .field("ca_file", &self.ca_file)
             .field("connection_timeout", &self.connection_timeout)
             .field("read_timeout", &self.read_timeout)
             .field("max_retries", &self.max_retries)
@@ -85,6 +90,7 @@ impl Default for Config {
             group: "default".into(),
             vfolder_mounts: Vec::new(),
             skip_ssl_verification: false,
+            ca_file: None,
             connection_timeout: Duration::from_secs(10),
             read_timeout: None,
             max_retries: 3,
@@ -103,6 +109,7 @@ struct FileConfig {
     group: Option<String>,
     vfolder_mounts: Option<Vec<String>>,
     skip_sslcert_validation: Option<bool>,
+    ca_file: Option<PathBuf>,
     connection_timeout: Option<f64>,
     read_timeout: Option<f64>,
     max_retries: Option<u32>,
@@ -163,6 +170,9 @@ impl Config {
         self.group = file.group.unwrap_or(std::mem::take(&mut self.group));
         self.vfolder_mounts = file.vfolder_mounts.unwrap_or(std::mem::take(&mut self.vfolder_mounts));
         self.skip_ssl_verification = file.skip_sslcert_validation.unwrap_or(self.skip_ssl_verification);
+        if let Some(ca) = file.ca_file {
+            self.ca_file = Some(ca);
+        }
         if let Some(v) = file.connection_timeout {
             self.connection_timeout = seconds(&field("connection_timeout"), v)?;
         }
@@ -201,6 +211,9 @@ impl Config {
         }
         if let Some((name, v)) = var("SKIP_SSLCERT_VALIDATION") {
             self.skip_ssl_verification = parse_bool(&name, &v)?;
+        }
+        if let Some((_, v)) = var("CA_FILE") {
+            self.ca_file = Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty());
         }
         if let Some((name, v)) = var("CONNECTION_TIMEOUT") {
             self.connection_timeout = seconds(&name, parse_number(&name, &v)?)?;

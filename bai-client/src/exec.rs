@@ -242,7 +242,8 @@ impl Client {
         for (name, value) in &headers {
             handshake.headers_mut().insert(name, value.clone());
         }
-        match tokio_tungstenite::connect_async(handshake).await {
+        let connector = self.websocket_tls().map(tokio_tungstenite::Connector::Rustls);
+        match tokio_tungstenite::connect_async_tls_with_config(handshake, None, false, connector).await {
             Ok((socket, _)) => Ok(socket),
             Err(tungstenite::Error::Http(response)) => {
                 let body = response.body().clone().unwrap_or_default();

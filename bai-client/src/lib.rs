@@ -40,6 +40,7 @@ pub mod exec;
 mod json_string;
 mod multipart;
 pub mod session;
+mod tls;
 pub mod vfolder;
 
 pub use admin::{
