@@ -18,14 +18,14 @@ use bai_agent_runtime::kernel::{KernelConfig, KernelRuntime, NodeConfig};
 use bai_agent_runtime::ports::PortPool;
 use bai_agent_runtime::resources::{Allocator, AllocatorConfig, HostReserve, NodeCapacity};
 use bai_agent_runtime::runtime::docker::DockerRuntime;
-use bai_agent_runtime::runtime::{ContainerRuntime, ContainerSpec};
+use bai_agent_runtime::runtime::ContainerRuntime;
 use bai_agent_runtime::scratch::{ScratchManager, ScratchMode};
 use bai_core::{AgentId, Decimal, KernelId, ResourceSlot, SessionId};
 
-fn median(mut xs: Vec<Duration>) -> f64 {
-    xs.sort();
-    xs.get(xs.len() / 2).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-}
+#[path = "common/bare.rs"]
+mod bare;
+
+use bare::{bare_start, median};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -61,17 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let resources = ResourceSlot::from_pairs([("cpu", Decimal::from(1)), ("mem", Decimal::from(256u64 << 20))])?;
     let (mut bare, mut kernel) = (Vec::new(), Vec::new());
     for i in 0..runs {
-        let spec = ContainerSpec {
-            name: format!("bai-latency-bare-{}-{i}", std::process::id()),
-            image: image.clone(),
-            init: true,
-            ..Default::default()
-        };
-        let started = Instant::now();
-        let id = docker.create(&spec).await?;
-        docker.start(&id).await?;
-        bare.push(started.elapsed());
-        docker.destroy(&id).await?;
+        bare.push(bare_start(&docker, &image, format!("bai-latency-bare-{}-{i}", std::process::id())).await?);
 
         let config = KernelConfig {
             kernel_id: KernelId::new_random(),

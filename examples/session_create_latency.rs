@@ -12,18 +12,18 @@
 //! image through the Docker API, (b) `Client::create_session` until it answers RUNNING, then
 //! destroys both. The last line is `bare_ms=<median> api_ms=<median> ratio=<api/bare>`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bai_agent::config::ContainerBackend;
 use bai_agent_runtime::runtime::docker::DockerRuntime;
-use bai_agent_runtime::runtime::{ContainerRuntime, ContainerSpec};
+use bai_agent_runtime::runtime::ContainerRuntime;
 use bai_client::{Client, Config, SessionSpec};
 use bai_manager::local::{self, LocalManager, EXAMPLE_USER};
 
-fn median(mut xs: Vec<Duration>) -> f64 {
-    xs.sort();
-    xs.get(xs.len() / 2).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-}
+#[path = "common/bare.rs"]
+mod bare;
+
+use bare::{bare_start, median};
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -57,17 +57,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let (mut bare, mut api) = (Vec::new(), Vec::new());
     for i in 0..runs {
-        let spec = ContainerSpec {
-            name: format!("bai-create-latency-bare-{}-{i}", std::process::id()),
-            image: image.clone(),
-            init: true,
-            ..Default::default()
-        };
-        let started = Instant::now();
-        let id = docker.create(&spec).await?;
-        docker.start(&id).await?;
-        bare.push(started.elapsed());
-        docker.destroy(&id).await?;
+        bare.push(bare_start(&docker, &image, format!("bai-create-latency-bare-{}-{i}", std::process::id())).await?);
 
         let name = format!("latency-{i}");
         let spec = SessionSpec::new(image.clone()).name(name.clone()).resource("cpu", "1").resource("mem", "256m");
