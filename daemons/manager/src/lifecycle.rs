@@ -180,10 +180,31 @@ fn kernel_path(event: &Event) -> Option<&'static [KernelStatus]> {
     })
 }
 
-/// Applies a kernel lifecycle event and re-derives the session's status. Unknown kernels are
-/// ignored (a manager sees events of kernels it never created, e.g. after a database reset).
+/// What [`apply_kernel_event`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelEventOutcome {
+    /// Applied (or nothing to do); the session's new status when it changed.
+    Applied(Option<SessionStatus>),
+    /// A `kernel_started` for a kernel the database has as ended: the agent runs a kernel
+    /// nobody wants any more (a creation that arrived after its session ended).
+    StartedAfterEnd,
+}
+
+/// Applies a kernel lifecycle event and re-derives the session's status (see
+/// [`apply_kernel_event`]); the session's new status when it changed.
 pub async fn kernel_event(db: &impl ConnectionTrait, event: &Event) -> Result<Option<SessionStatus>, DbError> {
-    let Some(path) = kernel_path(event) else { return Ok(None) };
+    Ok(match apply_kernel_event(db, event).await? {
+        KernelEventOutcome::Applied(status) => status,
+        KernelEventOutcome::StartedAfterEnd => None,
+    })
+}
+
+/// Applies a kernel lifecycle event and re-derives the session's status. Unknown kernels are
+/// ignored (a manager sees events of kernels it never created, e.g. after a database reset);
+/// an ended kernel stays ended, and one that reports having started is flagged.
+pub async fn apply_kernel_event(db: &impl ConnectionTrait, event: &Event) -> Result<KernelEventOutcome, DbError> {
+    use KernelEventOutcome::Applied;
+    let Some(path) = kernel_path(event) else { return Ok(Applied(None)) };
     let (kernel_id, session_id) = match event {
         Event::KernelPreparing { kernel_id, session_id, .. }
         | Event::KernelPulling { kernel_id, session_id, .. }
@@ -192,19 +213,22 @@ pub async fn kernel_event(db: &impl ConnectionTrait, event: &Event) -> Result<Op
         | Event::KernelCancelled { kernel_id, session_id, .. }
         | Event::KernelTerminating { kernel_id, session_id, .. }
         | Event::KernelTerminated { kernel_id, session_id, .. } => (*kernel_id, *session_id),
-        _ => return Ok(None),
+        _ => return Ok(Applied(None)),
     };
-    let Some(row) = repo::get_kernel(db, kernel_id).await? else { return Ok(None) };
+    let Some(row) = repo::get_kernel(db, kernel_id).await? else { return Ok(Applied(None)) };
     let target = *path.last().unwrap_or(&row.status.0);
     let from = row.status.0;
     if from.is_terminal() {
-        return Ok(None);
+        return Ok(match event {
+            Event::KernelStarted { .. } => KernelEventOutcome::StartedAfterEnd,
+            _ => Applied(None),
+        });
     }
     if from == target {
         // A repeat (an agent announces the kernels it recovered again): nothing changes for
         // the kernel, but the session may lag behind it — a manager that died between the
         // kernel's and the session's update left it so.
-        return update_session(db, session_id).await;
+        return update_session(db, session_id).await.map(Applied);
     }
     match event {
         Event::KernelStarted { creation_info, .. } => record_creation(db, kernel_id, creation_info).await?,
@@ -219,7 +243,7 @@ pub async fn kernel_event(db: &impl ConnectionTrait, event: &Event) -> Result<Op
             if let Some(agent) = &row.agent {
                 recompute_agent_occupancy(db, agent).await?;
             }
-            return update_session(db, session_id).await;
+            return update_session(db, session_id).await.map(Applied);
         }
         _ => {}
     }
@@ -241,7 +265,7 @@ pub async fn kernel_event(db: &impl ConnectionTrait, event: &Event) -> Result<Op
         }
         status = *step;
     }
-    update_session(db, session_id).await
+    update_session(db, session_id).await.map(Applied)
 }
 
 async fn record_creation(db: &impl ConnectionTrait, kernel_id: KernelId, info: &Value) -> Result<(), DbError> {

@@ -210,15 +210,8 @@ impl Manager {
                 lifecycle::batch_result(&self.db, *session_id, success).await?;
                 self.destroy_session(*session_id, false, "task-finished").await?;
             }
-            Event::KernelStarted { kernel_id, session_id, .. }
-                if repo::get_kernel(&self.db, *kernel_id).await?.is_some_and(|k| k.status.0.is_terminal()) =>
-            {
-                // A kernel started for a session that has ended (destroyed while a creation was
-                // re-sent, or forced down while its agent was away): it must not keep running.
-                self.destroy_orphan(&envelope.source, *kernel_id, *session_id);
-            }
-            event => {
-                if let Some(status) = lifecycle::kernel_event(&self.db, event).await? {
+            event => match lifecycle::apply_kernel_event(&self.db, event).await? {
+                lifecycle::KernelEventOutcome::Applied(Some(status)) => {
                     tracing::info!(session = ?event.session_id(), %status, "session status");
                     if let Some(session_id) = event.session_id() {
                         self.announce(session_id, status).await;
@@ -228,7 +221,16 @@ impl Manager {
                         self.schedule_soon();
                     }
                 }
-            }
+                lifecycle::KernelEventOutcome::Applied(None) => {}
+                lifecycle::KernelEventOutcome::StartedAfterEnd => {
+                    // A kernel started for a session that has ended (destroyed while a creation
+                    // was re-sent, or forced down while its agent was away): it must not keep
+                    // running.
+                    if let Event::KernelStarted { kernel_id, session_id, .. } = event {
+                        self.destroy_orphan(&envelope.source, *kernel_id, *session_id);
+                    }
+                }
+            },
         }
         Ok(())
     }
