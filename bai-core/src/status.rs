@@ -199,6 +199,15 @@ impl SessionStatus {
         matches!(self, Self::Terminated | Self::Cancelled)
     }
 
+    /// Between dispatch and RUNNING: the agents have been sent the creation (PREPARING,
+    /// PULLING, PREPARED, CREATING).
+    pub const BEING_CREATED: [SessionStatus; 4] = [Self::Preparing, Self::Pulling, Self::Prepared, Self::Creating];
+
+    /// Whether the session is one of [`SessionStatus::BEING_CREATED`].
+    pub fn is_being_created(self) -> bool {
+        Self::BEING_CREATED.contains(&self)
+    }
+
     /// Dead sessions: CANCELLED, TERMINATED, ERROR.
     pub fn is_dead(self) -> bool {
         matches!(self, Self::Cancelled | Self::Terminated | Self::Error)
@@ -385,6 +394,7 @@ mod tests {
         assert!(S::Terminating.occupies_agent_resources() && !S::Terminating.occupies_user_resources());
         assert!(S::Error.is_dead() && !S::Error.is_terminal());
         assert!(S::Creating.awaits_kernels() && !S::Running.awaits_kernels());
+        assert!(S::Prepared.is_being_created() && !S::Scheduled.is_being_created() && !S::Running.is_being_created());
     }
 
     #[test]

@@ -405,12 +405,7 @@ impl Manager {
     /// never creates twice. Calls run in the background; the sessions sent are returned.
     pub async fn redispatch_stalled(self: &Arc<Self>) -> Result<Vec<SessionId>, DbError> {
         let filter = repo::SessionFilter {
-            statuses: vec![
-                SessionStatus::Preparing,
-                SessionStatus::Pulling,
-                SessionStatus::Prepared,
-                SessionStatus::Creating,
-            ],
+            statuses: SessionStatus::BEING_CREATED.to_vec(),
             limit: 100_000,
             ..repo::SessionFilter::default()
         };

@@ -440,12 +440,10 @@ pub async fn resend_creation(
     session_id: SessionId,
 ) -> Result<(), String> {
     // Destroyed (or started) since it was found stalled: nothing to send.
-    let still = repo::get_session(db, session_id).await.map_err(|e| e.to_string())?.is_some_and(|s| {
-        matches!(
-            s.status.0,
-            SessionStatus::Preparing | SessionStatus::Pulling | SessionStatus::Prepared | SessionStatus::Creating
-        )
-    });
+    let still = repo::get_session(db, session_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .is_some_and(|s| s.status.0.is_being_created());
     if !still {
         return Ok(());
     }

@@ -406,14 +406,6 @@ async fn sessions(db: &DatabaseConnection, ids: &[SessionId]) -> Sessions {
     out
 }
 
-/// Between SCHEDULED and RUNNING: the manager has sent (or is sending) create_kernels.
-fn mid_dispatch(status: SessionStatus) -> bool {
-    matches!(
-        status,
-        SessionStatus::Preparing | SessionStatus::Pulling | SessionStatus::Prepared | SessionStatus::Creating
-    )
-}
-
 fn summary(all: &Sessions) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for (s, _) in all {
@@ -480,7 +472,7 @@ async fn a_manager_killed_mid_scheduling_loses_and_doubles_nothing() {
     manager.kill_9();
     let at_kill = sessions(&db, &ids).await;
     let before = summary(&at_kill);
-    let in_flight = at_kill.iter().filter(|(s, _)| mid_dispatch(s.status.0)).count();
+    let in_flight = at_kill.iter().filter(|(s, _)| s.status.0.is_being_created()).count();
     eprintln!("{in_flight} session(s) mid-dispatch at the kill");
     db.close().await.unwrap();
 
