@@ -73,23 +73,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let addr = serve_fake(id.clone(), bus.clone(), TOKEN).await;
         let slots: ResourceSlot =
             serde_json::from_value(json!({"cpu": cpu_per_agent.to_string(), "mem": "1099511627776"}))?;
-        repo::upsert_agent_from_heartbeat(
-            &db,
-            AgentHeartbeatRow {
-                id: AgentId::new(&id)?,
-                region: "local".into(),
-                scaling_group: "default".into(),
-                available_slots: slots,
-                addr,
-                public_host: None,
-                public_key: None,
-                architecture: std::env::consts::ARCH.into(),
-                version: "sim".into(),
-                compute_plugins: json!({}),
-                auto_terminate_abusing_kernel: false,
-            },
-        )
-        .await?;
+        repo::upsert_agent_from_heartbeat(&db, AgentHeartbeatRow::new(AgentId::new(&id)?, "default", slots, &addr))
+            .await?;
     }
     eprintln!("{agents} simulated agents up in {:.1} s", started.elapsed().as_secs_f64());
 

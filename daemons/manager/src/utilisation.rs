@@ -113,24 +113,8 @@ mod tests {
         repo::populate_fixture(&db, &fixture).await.unwrap();
         for (id, cpu) in [("i-u1", "4"), ("i-u2", "2")] {
             let slots: ResourceSlot = serde_json::from_value(json!({"cpu": cpu, "mem": "1073741824"})).unwrap();
-            repo::upsert_agent_from_heartbeat(
-                &db,
-                AgentHeartbeatRow {
-                    id: AgentId::new(id).unwrap(),
-                    region: "local".into(),
-                    scaling_group: "default".into(),
-                    available_slots: slots,
-                    addr: "127.0.0.1:1".into(),
-                    public_host: None,
-                    public_key: None,
-                    architecture: std::env::consts::ARCH.into(),
-                    version: "test".into(),
-                    compute_plugins: json!({}),
-                    auto_terminate_abusing_kernel: false,
-                },
-            )
-            .await
-            .unwrap();
+            let row = AgentHeartbeatRow::new(AgentId::new(id).unwrap(), "default", slots, "127.0.0.1:1");
+            repo::upsert_agent_from_heartbeat(&db, row).await.unwrap();
         }
         let history = UtilisationHistory::new(2);
         let t0 = Utc::now();

@@ -34,24 +34,8 @@ fn watcher(
 
 /// Records an agent whose RPC address is `addr` (it never heartbeats again).
 async fn register(db: &sea_orm::DatabaseConnection, id: &str, addr: &str) {
-    repo::upsert_agent_from_heartbeat(
-        db,
-        AgentHeartbeatRow {
-            id: AgentId::new(id).unwrap(),
-            region: "local".into(),
-            scaling_group: "default".into(),
-            available_slots: ResourceSlot::new(),
-            addr: addr.into(),
-            public_host: None,
-            public_key: None,
-            architecture: std::env::consts::ARCH.into(),
-            version: "test".into(),
-            compute_plugins: json!({}),
-            auto_terminate_abusing_kernel: false,
-        },
-    )
-    .await
-    .unwrap();
+    let row = AgentHeartbeatRow::new(AgentId::new(id).unwrap(), "default", ResourceSlot::new(), addr);
+    repo::upsert_agent_from_heartbeat(db, row).await.unwrap();
 }
 
 fn pid_alive(pid: u64) -> bool {

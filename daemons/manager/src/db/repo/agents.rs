@@ -37,6 +37,27 @@ pub struct AgentHeartbeatRow {
     pub auto_terminate_abusing_kernel: bool,
 }
 
+impl AgentHeartbeatRow {
+    /// An agent of this machine's architecture in region `local`, with no public host or key,
+    /// no accelerators and version `sim` (tests, simulations and benchmarks register agents
+    /// this way; set the fields to change the rest).
+    pub fn new(id: AgentId, scaling_group: &str, available_slots: ResourceSlot, addr: &str) -> Self {
+        Self {
+            id,
+            region: "local".into(),
+            scaling_group: scaling_group.into(),
+            available_slots,
+            addr: addr.into(),
+            public_host: None,
+            public_key: None,
+            architecture: std::env::consts::ARCH.into(),
+            version: "sim".into(),
+            compute_plugins: serde_json::json!({}),
+            auto_terminate_abusing_kernel: false,
+        }
+    }
+}
+
 /// What a heartbeat did to the agent's row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpsertOutcome {
