@@ -208,6 +208,11 @@ pub fn split_relative(path: &str) -> Result<Vec<OsString>, StorageError> {
     Ok(out)
 }
 
+/// The parent of a folder-relative path as shown in messages (`.` for the folder itself).
+fn parent_of(path: &str) -> String {
+    Path::new(path).parent().map(|p| p.display().to_string()).filter(|p| !p.is_empty()).unwrap_or_else(|| ".".into())
+}
+
 /// Unix seconds of a metadata time, as a float.
 fn seconds(secs: i64, nsecs: i64) -> f64 {
     secs as f64 + nsecs as f64 / 1e9
@@ -454,6 +459,70 @@ impl Storage {
         } else {
             std::fs::remove_file(&target).map_err(io_err(format!("delete {path:?}")))
         }
+    }
+
+    /// Moves a file, a symlink (never its target) or a directory tree to `dst`, like `mv`:
+    /// when `dst` is an existing directory the entry goes inside it under its own name. An
+    /// existing file at the destination is never overwritten, and a directory cannot move
+    /// into itself. Both paths stay inside the folder.
+    pub fn move_entry(&self, folder: Uuid, src: &str, dst: &str) -> Result<(), StorageError> {
+        let src_parts = split_relative(src)?;
+        let Some(src_name) = src_parts.last().cloned() else {
+            return Err(StorageError::InvalidPath { path: src.into(), reason: "names the folder itself".into() });
+        };
+        let from = self.resolve(folder, src, false)?;
+        match std::fs::symlink_metadata(&from) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StorageError::NotFound { path: src.into() }),
+            Err(e) => return Err(io_err(format!("inspect {src:?}"))(e)),
+        }
+        let mut to = self.resolve(folder, dst, true)?;
+        let mut shown = dst.to_string();
+        if to.is_dir() {
+            to.push(&src_name);
+            shown = format!("{}/{}", dst.trim_end_matches('/'), src_name.to_string_lossy());
+        }
+        if to.starts_with(&from) {
+            return Err(StorageError::InvalidPath {
+                path: dst.into(),
+                reason: format!("{src:?} cannot be moved onto or into itself"),
+            });
+        }
+        match std::fs::symlink_metadata(&to) {
+            Ok(_) => return Err(StorageError::AlreadyExists { path: shown }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(format!("inspect {shown:?}"))(e)),
+        }
+        match to.parent().map(std::fs::symlink_metadata) {
+            Some(Ok(meta)) if meta.is_dir() => {}
+            _ => return Err(StorageError::NotFound { path: parent_of(&shown) }),
+        }
+        std::fs::rename(&from, &to).map_err(io_err(format!("move {src:?} to {shown:?}")))
+    }
+
+    /// Renames a file or directory in place: `new_name` is a plain name, not a path.
+    pub fn rename_entry(&self, folder: Uuid, path: &str, new_name: &str) -> Result<(), StorageError> {
+        let name_parts = split_relative(new_name)?;
+        if name_parts.len() != 1 || new_name.contains('/') {
+            return Err(StorageError::InvalidPath {
+                path: new_name.into(),
+                reason: "a new name is one plain file name, without '/'".into(),
+            });
+        }
+        let mut parts = split_relative(path)?;
+        if parts.pop().is_none() {
+            return Err(StorageError::InvalidPath { path: path.into(), reason: "names the folder itself".into() });
+        }
+        let parent: PathBuf = parts.iter().collect();
+        let dst = parent.join(&name_parts[0]);
+        let dst = dst
+            .to_str()
+            .ok_or_else(|| StorageError::InvalidPath { path: new_name.into(), reason: "is not valid UTF-8".into() })?;
+        // An existing directory named `new_name` is a collision, not a destination to move into.
+        if self.resolve(folder, dst, false).is_ok_and(|p| std::fs::symlink_metadata(p).is_ok()) {
+            return Err(StorageError::AlreadyExists { path: dst.into() });
+        }
+        self.move_entry(folder, path, dst)
     }
 
     /// Signs a grant into a token: hex of its JSON, a dot, hex of its HMAC-SHA256.
@@ -724,6 +793,44 @@ mod tests {
         // Without following the last component, a link is itself the answer (delete it, not its target).
         assert_eq!(s.resolve(id, "etc", false).unwrap(), base.join("etc"));
         assert_eq!(s.resolve(id, ".", true).unwrap(), base);
+    }
+
+    #[test]
+    fn moves_and_renames_stay_inside_and_never_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, id) = storage(dir.path());
+        let base = s.folder_dir(id).canonicalize().unwrap();
+        std::fs::create_dir(base.join("sub")).unwrap();
+        std::fs::write(base.join("a.txt"), "a").unwrap();
+        std::fs::write(base.join("b.txt"), "b").unwrap();
+        symlink("/etc", base.join("etc")).unwrap();
+
+        // Into an existing directory, under its own name.
+        s.move_entry(id, "a.txt", "sub").unwrap();
+        assert_eq!(std::fs::read_to_string(base.join("sub/a.txt")).unwrap(), "a");
+        // Onto an existing file: refused, both kept.
+        assert!(matches!(s.move_entry(id, "sub/a.txt", "b.txt"), Err(StorageError::AlreadyExists { .. })));
+        assert_eq!(std::fs::read_to_string(base.join("b.txt")).unwrap(), "b");
+        // Out of the folder, through `..`, an absolute path or a link: refused.
+        assert!(matches!(s.move_entry(id, "b.txt", "../b.txt"), Err(StorageError::InvalidPath { .. })));
+        assert!(matches!(s.move_entry(id, "b.txt", "/tmp/b.txt"), Err(StorageError::InvalidPath { .. })));
+        assert!(matches!(s.move_entry(id, "b.txt", "etc/b.txt"), Err(StorageError::InvalidPath { .. })));
+        assert!(matches!(s.move_entry(id, "../x", "c.txt"), Err(StorageError::InvalidPath { .. })));
+        // A directory into itself, a missing source, a missing destination directory.
+        assert!(matches!(s.move_entry(id, "sub", "sub/inner"), Err(StorageError::InvalidPath { .. })));
+        assert!(matches!(s.move_entry(id, "nope", "x"), Err(StorageError::NotFound { .. })));
+        assert!(matches!(s.move_entry(id, "b.txt", "no/dir/b.txt"), Err(StorageError::NotFound { .. })));
+        // Moving a link moves the link, not its target.
+        s.move_entry(id, "etc", "sub/etc-link").unwrap();
+        assert!(std::fs::symlink_metadata(base.join("sub/etc-link")).unwrap().file_type().is_symlink());
+
+        s.rename_entry(id, "sub/a.txt", "c.txt").unwrap();
+        assert_eq!(std::fs::read_to_string(base.join("sub/c.txt")).unwrap(), "a");
+        assert!(matches!(s.rename_entry(id, "sub/c.txt", "../c.txt"), Err(StorageError::InvalidPath { .. })));
+        assert!(matches!(s.rename_entry(id, "sub/c.txt", "x/c.txt"), Err(StorageError::InvalidPath { .. })));
+        assert!(matches!(s.rename_entry(id, "b.txt", "sub"), Err(StorageError::AlreadyExists { .. })));
+        assert!(matches!(s.rename_entry(id, ".", "x"), Err(StorageError::InvalidPath { .. })));
+        assert!(base.join("b.txt").exists());
     }
 
     #[test]

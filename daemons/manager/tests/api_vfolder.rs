@@ -215,6 +215,29 @@ async fn folder_lifecycle() {
     let root_ls = call(addr, USER, "GET", "/folders/mydata/files", Some(json!({"path": "."}))).await;
     assert_eq!(root_ls.status, 200, "{}", root_ls.body);
 
+    let mv = call(addr, USER, "POST", "/folders/mydata/move-file", Some(json!({"src": "a/f.txt", "dst": "."}))).await;
+    assert_eq!((mv.status, mv.json()), (200, json!({})), "{}", mv.body);
+    assert_eq!(std::fs::read(folder_root(dir.path(), &id).join("f.txt")).unwrap(), b"hello");
+    let rn = call(
+        addr,
+        USER,
+        "POST",
+        "/folders/mydata/rename-file",
+        Some(json!({"target_path": "f.txt", "new_name": "g.txt"})),
+    )
+    .await;
+    assert_eq!(rn.status, 200, "{}", rn.body);
+    let onto_dir =
+        call(addr, USER, "POST", "/folders/mydata/rename-file", Some(json!({"target_path": "g.txt", "new_name": "a"})))
+            .await;
+    assert_eq!(onto_dir.status, 400, "an existing name is never replaced: {}", onto_dir.body);
+    let missing = call(addr, USER, "POST", "/folders/mydata/move-file", Some(json!({"src": "g.txt"}))).await;
+    assert_eq!(missing.status, 400, "{}", missing.body);
+    assert!(missing.body.contains("dst"), "{}", missing.body);
+    let mv =
+        call(addr, USER, "POST", "/folders/mydata/move-file", Some(json!({"src": "g.txt", "dst": "a/f.txt"}))).await;
+    assert_eq!(mv.status, 200, "{}", mv.body);
+
     let rm = call(
         addr,
         USER,
@@ -402,6 +425,12 @@ async fn paths_cannot_leave_the_folder() {
         ("files", json!({"path": "esc"}), "esc"),
         ("files", json!({"path": ".."}), ".."),
         ("delete-files", json!({"files": ["../safe"], "recursive": true}), "../safe"),
+        ("move-file", json!({"src": "inside/ok.txt", "dst": "../ok.txt"}), "../ok.txt"),
+        ("move-file", json!({"src": "inside/ok.txt", "dst": "esc/ok.txt"}), "esc/ok.txt"),
+        ("move-file", json!({"src": "inside/ok.txt", "dst": "/tmp/ok.txt"}), "/tmp/ok.txt"),
+        ("move-file", json!({"src": "../safe", "dst": "x"}), "../safe"),
+        ("rename-file", json!({"target_path": "inside/ok.txt", "new_name": "../ok.txt"}), "../ok.txt"),
+        ("rename-file", json!({"target_path": "esc/passwd", "new_name": "p"}), "esc/passwd"),
     ];
     for (route, body, path) in attempts {
         let method = match route {
@@ -415,6 +444,7 @@ async fn paths_cannot_leave_the_folder() {
     }
     assert!(!dir.path().join("vfolders/x").exists());
     assert!(!std::path::Path::new("/etc/x").exists());
+    assert!(root.join("inside/ok.txt").exists() && !std::path::Path::new("/tmp/ok.txt").exists());
 
     // Uploading onto a link that points out replaces the link; the outside file is untouched.
     let outside = dir.path().join("outside.txt");

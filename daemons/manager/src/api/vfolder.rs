@@ -11,7 +11,8 @@
 //! `object-not-found` ("No such vfolder."). `GET /folders` lists the same set (a superadmin
 //! gets every folder with `{"all": true}`), and every folder answer carries the requester's
 //! `is_owner` and effective `permission`. Reading (info, files, download) needs any access;
-//! writing (upload, mkdir, delete-files) needs `rw` or `wd`, else 403 `generic-forbidden`;
+//! writing (upload, mkdir, delete-files, rename-file, move-file) needs `rw` or `wd`, else 403
+//! `generic-forbidden`;
 //! renaming, deleting, sharing and inviting need the folder's manager (the owner; for a
 //! project folder the admins of its domain and superadmins; a superadmin for any folder),
 //! else 403. Project folders are created by those admins with `group` (a project name or id).
@@ -88,6 +89,8 @@ pub fn routes() -> Router<ApiState> {
         .route("/folders/{name}/rename", post(rename))
         .route("/folders/{name}/mkdir", post(mkdir))
         .route("/folders/{name}/files", get(list_files))
+        .route("/folders/{name}/rename-file", post(rename_file))
+        .route("/folders/{name}/move-file", post(move_file))
         .route("/folders/{name}/delete-files", axum::routing::delete(delete_files).post(delete_files))
         .route("/folders/{name}/request-upload", post(request_upload))
         .route("/folders/{name}/request-download", post(request_download))
@@ -541,6 +544,49 @@ async fn delete_files(
     let id = access.folder.id;
     blocking(move || files.iter().try_for_each(|p| storage.delete(id, p, recursive))).await.map_err(storage_error)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// One required string field.
+fn required(fields: &Fields<'_>, key: &str) -> Result<String, ApiError> {
+    fields.string(&[key])?.ok_or_else(|| ApiError::invalid(key, "is required"))
+}
+
+/// `POST /folders/{name}/rename-file` `{"target_path", "new_name"}` → `{}`: renames a file or
+/// directory in place (an existing entry of that name is never replaced).
+async fn rename_file(
+    ctx: AuthContext,
+    Shared(db): Shared<DatabaseConnection>,
+    Shared(storage): Shared<Storage>,
+    Path(name): Path<String>,
+    params: Params,
+) -> Result<axum::Json<Value>, ApiError> {
+    let f = params.fields();
+    let target = required(&f, "target_path")?;
+    let new_name = required(&f, "new_name")?;
+    let access = find_folder(&db, &ctx, &name).await?;
+    check_writable(&access)?;
+    let id = access.folder.id;
+    blocking(move || storage.rename_entry(id, &target, &new_name)).await.map_err(storage_error)?;
+    Ok(axum::Json(serde_json::json!({})))
+}
+
+/// `POST /folders/{name}/move-file` `{"src", "dst"}` → `{}`: moves an entry within the folder,
+/// into `dst` when it is a directory (an existing file is never replaced).
+async fn move_file(
+    ctx: AuthContext,
+    Shared(db): Shared<DatabaseConnection>,
+    Shared(storage): Shared<Storage>,
+    Path(name): Path<String>,
+    params: Params,
+) -> Result<axum::Json<Value>, ApiError> {
+    let f = params.fields();
+    let src = required(&f, "src")?;
+    let dst = required(&f, "dst")?;
+    let access = find_folder(&db, &ctx, &name).await?;
+    check_writable(&access)?;
+    let id = access.folder.id;
+    blocking(move || storage.move_entry(id, &src, &dst)).await.map_err(storage_error)?;
+    Ok(axum::Json(serde_json::json!({})))
 }
 
 /// The manager's own address as the caller reached it: the `Host` header, with
