@@ -643,6 +643,26 @@ def test_j_admin_page(driver):
     shot(driver, "admin.png")
 
 
+def test_j_graphql_ui(driver):
+    # /graphql-ui is the console's GraphQL page: the schema from introspection, a query run as
+    # the signed-in admin.
+    driver.get(BASE + "/graphql-ui")
+    try:
+        wait(driver, 30).until(EC.presence_of_element_located((By.CSS_SELECTOR, '#gql-schema li[data-field="agent_list"]')))
+    except TimeoutException:
+        pytest.fail(f"no agent_list in the schema list: {outer(driver, '#gql-schema', 3000)}")
+    assert "/console/" in driver.current_url and driver.current_url.endswith("#/graphql"), driver.current_url
+    mutations = [e.get_attribute("data-field") for e in driver.find_elements(By.CSS_SELECTOR, "#gql-schema li[data-field]")]
+    assert "create_keypair" in mutations, mutations
+    click_css(driver, "button#gql-run")
+    try:
+        text = wait(driver, 30).until(lambda d: (t := d.find_element(By.ID, "gql-result").text) and t != "…" and t)
+    except TimeoutException:
+        pytest.fail(f"no result: {outer(driver, '#gql-result', 3000)}")
+    assert '"total_count"' in text and '"errors"' not in text, text
+    shot(driver, "graphql.png")
+
+
 def test_k_logout_and_user_view(driver):
     # A session of the admin's that must stay invisible to the user (cpu 1000: it stays PENDING
     # and starts no container).
@@ -671,7 +691,7 @@ def test_k_logout_and_user_view(driver):
     login(driver, USER_AK, USER_SK)
     nav = wait_nav(driver)
     wait(driver, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, 'nav#nav a[data-page="sessions"]') or False)
-    for page in ("admin", "agents"):
+    for page in ("admin", "agents", "graphql"):
         links = nav.find_elements(By.CSS_SELECTOR, f'a[data-page="{page}"]')
         if links:
             problems.append(

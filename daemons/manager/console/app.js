@@ -149,6 +149,7 @@ function pages() {
     { id: "groups", title: "Scaling groups", render: groupsPage, role: "superadmin" },
     { id: "folders", title: "Folders", render: foldersPage },
     { id: "admin", title: "Users & keypairs", render: adminPage, role: "admin" },
+    { id: "graphql", title: "GraphQL", render: graphqlPage, role: "admin" },
   ];
   const rank = { user: 0, admin: 1, superadmin: 2 };
   return all.filter((p) => !p.role || (rank[me.role] ?? 0) >= rank[p.role]);
@@ -585,6 +586,68 @@ async function adminPage(main) {
       h("thead", {}, h("tr", {}, ["Email", "Name", "Role", "Status", "Domain", "Policy"].map((t) => h("th", {}, t)))),
       h("tbody", {}, d.user_list.items.map((u) => h("tr", { "data-email": u.email },
         h("td", {}, u.email), h("td", {}, u.username || ""), h("td", {}, u.role), h("td", {}, u.status), h("td", {}, u.domain_name), h("td", {}, u.resource_policy))))));
+}
+
+// ---- GraphQL explorer (/graphql-ui) -----------------------------------------------------
+
+const INTROSPECTION = `{ __schema {
+  queryType { name } mutationType { name }
+  types { name kind fields { name description args { name type { ...T } } type { ...T } } }
+} }
+fragment T on __Type { kind name ofType { kind name ofType { kind name ofType { kind name } } } }`;
+
+function typeName(t) {
+  if (!t) return "";
+  if (t.kind === "NON_NULL") return `${typeName(t.ofType)}!`;
+  if (t.kind === "LIST") return `[${typeName(t.ofType)}]`;
+  return t.name;
+}
+
+async function graphqlPage(main) {
+  const query = h("textarea", { id: "gql-query", rows: 14, spellcheck: "false" },
+    "{\n  agent_list(limit: 10, offset: 0) {\n    total_count\n    items { id status scaling_group available_slots occupied_slots }\n  }\n}");
+  const variables = h("textarea", { id: "gql-variables", rows: 4, spellcheck: "false", placeholder: "{}" });
+  const result = h("pre", { id: "gql-result", class: "code" });
+  const run = h("button", { type: "button", id: "gql-run" }, "Run (Ctrl+Enter)");
+  const schema = h("div", { id: "gql-schema", class: "schema" }, h("p", { class: "muted" }, "Loading the schema…"));
+  async function execute() {
+    let vars = {};
+    if (variables.value.trim()) {
+      try { vars = JSON.parse(variables.value); } catch (e) { result.textContent = `Variables are not JSON: ${e.message}`; return; }
+    }
+    result.textContent = "…";
+    try {
+      const r = await api("POST", "/admin/gql", { query: query.value, variables: vars });
+      result.textContent = JSON.stringify(r, null, 2);
+      result.classList.toggle("error", !!(r.errors && r.errors.length));
+    } catch (e) {
+      result.textContent = e.message;
+      result.classList.add("error");
+    }
+  }
+  run.addEventListener("click", execute);
+  for (const area of [query, variables]) {
+    area.addEventListener("keydown", (ev) => { if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); execute(); } });
+  }
+  main.append(h("div", { class: "gql" },
+    h("div", { class: "gql-editor" }, h("label", {}, "Query", query), h("label", {}, "Variables (JSON)", variables), run, result),
+    schema));
+  const data = (await api("POST", "/admin/gql", { query: INTROSPECTION })).data;
+  const types = new Map(data.__schema.types.map((t) => [t.name, t]));
+  const roots = [["Queries", data.__schema.queryType], ["Mutations", data.__schema.mutationType]].filter(([, t]) => t);
+  schema.replaceChildren(...roots.flatMap(([title, root]) => [
+    h("h3", {}, title),
+    h("ul", {}, (types.get(root.name).fields || []).map((f) => {
+      const args = f.args.length ? `(${f.args.map((a) => `${a.name}: ${typeName(a.type)}`).join(", ")})` : "";
+      const item = h("li", { "data-field": f.name, title: f.description || "" }, h("code", {}, `${f.name}${args}: ${typeName(f.type)}`));
+      item.addEventListener("click", () => {
+        const keyword = title === "Mutations" ? "mutation " : "";
+        query.value = `${keyword}{\n  ${f.name}${f.args.length ? `(${f.args.map((a) => `${a.name}: `).join(", ")})` : ""} {\n    \n  }\n}`;
+        query.focus();
+      });
+      return item;
+    })),
+  ]));
 }
 
 // ---- start -------------------------------------------------------------------------------

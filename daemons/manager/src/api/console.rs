@@ -1,6 +1,10 @@
 //! The web console: a small single-page application served at `/console/`, its assets
 //! compiled into the binary (`daemons/manager/console/`; no build step, no CDN).
 //!
+//! Admins also get a GraphQL explorer page (`/graphql-ui` redirects to `/console/#/graphql`):
+//! a query editor with variables, the response as JSON, and the schema's query and mutation
+//! roots from introspection, all sent as the signed-in user through `/admin/gql`.
+//!
 //! # Signing in
 //!
 //! `POST /console/login` `{"access_key", "secret_key"}` checks the pair against the keypair
@@ -72,6 +76,9 @@ struct ConsoleClaims {
 pub fn public_routes() -> Router<ApiState> {
     Router::new()
         .route("/console", get(|| async { Redirect::permanent("/console/") }))
+        // The GraphQL explorer is a page of the console (admins only: the page list hides it
+        // from users, and the schema's roles apply to every query it sends).
+        .route("/graphql-ui", get(|| async { Redirect::temporary("/console/#/graphql") }))
         .route("/console/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
         .route("/console/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
         .route("/console/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }))
