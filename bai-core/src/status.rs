@@ -291,18 +291,44 @@ impl KernelStatus {
     }
 }
 
+fn creation_rank(status: SessionStatus) -> Option<u8> {
+    status.creation_progress()
+}
+
+impl SessionStatus {
+    /// How far a session (or kernel) has come on its way to RUNNING: SCHEDULED 1, PREPARING 2,
+    /// PULLING 3, PREPARED 4, CREATING 5, RUNNING 6; `None` for the other statuses.
+    pub fn creation_progress(self) -> Option<u8> {
+        use SessionStatus as S;
+        Some(match self {
+            S::Scheduled => 1,
+            S::Preparing => 2,
+            S::Pulling => 3,
+            S::Prepared => 4,
+            S::Creating => 5,
+            S::Running => 6,
+            _ => return None,
+        })
+    }
+}
+
 /// Derives a session's status from its kernels' statuses, as the original does.
 ///
 /// One kernel: its [mapped](KernelStatus::to_session_status) status. Several kernels: any ERROR
 /// makes the session ERROR; a kernel still BUILDING, RESTARTING, RESIZING or SUSPENDED is an
 /// error (the session status is not derivable while it lasts); otherwise the first kernel's
-/// status is the candidate and the others may pull it back (a PULLING kernel makes a PREPARED
-/// session PULLING, a CREATING kernel makes a RUNNING one CREATING, …). A mix with no defined
-/// outcome gives ERROR.
+/// status is the candidate and the others may pull it back: while kernels are on their way
+/// (SCHEDULED, PREPARING, PULLING, PREPARED, CREATING, RUNNING, each at its own agent's pace)
+/// the session shows the least advanced one, except that PULLING shows over SCHEDULED and
+/// PREPARING (a CREATING kernel makes a RUNNING session CREATING, a PREPARING one makes it
+/// PREPARING, …); a CANCELLED kernel cancels a session not yet running. A mix with no
+/// defined outcome (a PENDING kernel beside a RUNNING one, a TERMINATED one beside a RUNNING
+/// one) gives ERROR.
 ///
 /// ```
 /// use bai_core::{derive_session_status, KernelStatus as K, SessionStatus as S};
 /// assert_eq!(derive_session_status(&[K::Running, K::Creating])?, S::Creating);
+/// assert_eq!(derive_session_status(&[K::Running, K::Preparing, K::Prepared])?, S::Preparing);
 /// assert_eq!(derive_session_status(&[K::Running, K::Error])?, S::Error);
 /// # Ok::<(), bai_core::Error>(())
 /// ```
@@ -326,22 +352,29 @@ pub fn derive_session_status(kernels: &[KernelStatus]) -> Result<SessionStatus> 
         let k = kernel.to_session_status();
         candidate = match (candidate, k) {
             (c, k) if c == k => c,
-            (S::Prepared, S::Preparing | S::Pulling) => k,
-            (S::Running, S::Creating) => S::Creating,
             (S::Terminated, S::Terminating) => S::Terminating,
-            (S::Scheduled | S::Preparing, S::Pulling) => S::Pulling,
             (S::Pending | S::Scheduled | S::Preparing | S::Pulling | S::Prepared | S::Creating, S::Cancelled) => {
                 S::Cancelled
             }
             (S::Cancelled, S::Pending | S::Scheduled | S::Preparing | S::Pulling | S::Prepared) => S::Cancelled,
-            // pairs that keep the candidate
-            (S::Scheduled, S::Prepared)
-            | (S::Prepared, S::Scheduled)
-            | (S::Preparing, S::Prepared)
-            | (S::Pulling, S::Preparing | S::Prepared)
-            | (S::Creating, S::Running)
-            | (S::Terminating, S::Terminated) => candidate,
-            _ => return Ok(S::Error),
+            (S::Terminating, S::Terminated) => candidate,
+            // Kernels on different agents start at their own pace: the session is as far as
+            // its slowest kernel, except that an image pull shows over scheduling and preparing.
+            (c, k) => match (creation_rank(c), creation_rank(k)) {
+                (Some(_), Some(_))
+                    if [c, k].contains(&S::Pulling) && [c, k].iter().all(|s| creation_rank(*s) <= Some(3)) =>
+                {
+                    S::Pulling
+                }
+                (Some(rc), Some(rk)) => {
+                    if rk < rc {
+                        k
+                    } else {
+                        c
+                    }
+                }
+                _ => return Ok(S::Error),
+            },
         };
     }
     Ok(candidate)
@@ -409,6 +442,12 @@ mod tests {
             (&[K::Creating, K::Running], Some(S::Creating)),
             (&[K::Terminated, K::Terminating], Some(S::Terminating)),
             (&[K::Scheduled, K::Pulling], Some(S::Pulling)),
+            // Kernels on different agents at their own pace: the slowest one shows.
+            (&[K::Scheduled, K::Preparing], Some(S::Scheduled)),
+            (&[K::Running, K::Preparing, K::Creating], Some(S::Preparing)),
+            (&[K::Pulling, K::Running], Some(S::Pulling)),
+            (&[K::Creating, K::Prepared, K::Running], Some(S::Prepared)),
+            (&[K::Preparing, K::Pulling, K::Creating], Some(S::Pulling)),
             (&[K::Pending, K::Cancelled], Some(S::Cancelled)),
             (&[K::Cancelled, K::Pending], Some(S::Cancelled)),
             (&[K::Running, K::Error], Some(S::Error)),

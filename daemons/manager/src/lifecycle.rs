@@ -310,6 +310,13 @@ pub async fn update_session(
     if derived == s.status.0 {
         return Ok(None);
     }
+    // Kernels start at their own pace; a session never shows less progress than it did (a
+    // pull shown over a slower kernel's SCHEDULED is not taken back).
+    if let (Some(now), Some(next)) = (s.status.0.creation_progress(), derived.creation_progress()) {
+        if next < now {
+            return Ok(None);
+        }
+    }
     if matches!(derived, SessionStatus::Running | SessionStatus::Creating) {
         let occupying: ResourceSlot = kernels.iter().map(|k| &k.occupied_slots.0).sum();
         session::Entity::update_many()

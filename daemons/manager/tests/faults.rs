@@ -30,52 +30,9 @@ use serde_json::{json, Value};
 
 mod common;
 
-/// A create body as `backend.ai session create` sends it.
-fn create_body(name: &str, image: &str, cpu: &str, mem: &str, enqueue_only: bool) -> Value {
-    json!({"tag": null, "name": name,
-        "config": {"mounts": [], "environ": {}, "resources": {"cpu": cpu, "mem": mem}, "resource_opts": {},
-                   "scalingGroup": null, "mount_map": {}, "preopen_ports": null},
-        "dependencies": [], "callback_url": null, "architecture": std::env::consts::ARCH,
-        "clusterSize": 1, "clusterMode": "single-node", "starts_at": null, "bootstrap_script": null,
-        "owner_access_key": null, "domain": "default", "group": "default", "type": "interactive",
-        "enqueueOnly": enqueue_only, "maxWaitSeconds": if enqueue_only { 0 } else { 60 }, "reuseIfExists": false,
-        "startupCommand": null, "image": image})
-}
-
-/// Creates a session as the example user and returns its id (panics unless the API accepts it).
-async fn create(addr: SocketAddr, name: &str, image: &str, cpu: &str, mem: &str, enqueue_only: bool) -> SessionId {
-    let reply = common::request(
-        addr,
-        Some(common::USER),
-        "POST",
-        "/session",
-        Some(&create_body(name, image, cpu, mem, enqueue_only)),
-    )
-    .await;
-    assert!(matches!(reply.status, 200 | 201), "creating {name}: {reply:?}");
-    reply.json()["sessionId"].as_str().unwrap_or_else(|| panic!("no sessionId: {reply:?}")).parse().unwrap()
-}
-
-/// Polls `what` every 200 ms until it returns `Some`, failing with `message` (and the last
-/// value seen) after `limit`.
-async fn wait_for<T, F, Fut>(limit: Duration, message: &str, mut what: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        match what().await {
-            Ok(v) => return v,
-            Err(last) if Instant::now() >= deadline => panic!("{message} within {limit:?}; last seen: {last}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-}
-
 /// Waits until the session has `status`.
 async fn wait_status(db: &DatabaseConnection, id: SessionId, status: SessionStatus, limit: Duration) {
-    wait_for(limit, &format!("session {id} did not become {status}"), || async {
+    common::wait_for(limit, &format!("session {id} did not become {status}"), || async {
         let s = repo::get_session(db, id).await.map_err(|e| e.to_string())?.ok_or("no such session")?;
         if s.status.0 == status {
             Ok(())
@@ -151,7 +108,7 @@ async fn a_container_removed_outside_bai_ends_its_session_and_frees_the_agent() 
     let local = LocalManager::start_with(config, agent).await.unwrap();
     let db = local.manager.db().clone();
 
-    let id = create(local.api_addr, "faults-docker", &image, "1", "256m", false).await;
+    let id = common::create_session(local.api_addr, "faults-docker", &image, "1", "256m", false).await;
     wait_status(&db, id, SessionStatus::Running, Duration::from_secs(60)).await;
     assert!(!is_zero(&agent_row(&db, &agent_id).await.occupied_slots.0), "a running kernel occupies slots");
     let found = containers.ids(&format!("label=ai.backend.session-id={id}"));
@@ -161,18 +118,19 @@ async fn a_container_removed_outside_bai_ends_its_session_and_frees_the_agent() 
     let out = Command::new("docker").args(["-H", &containers.docker, "rm", "-f", &found[0]]).output().unwrap();
     assert!(out.status.success(), "docker rm -f: {}", String::from_utf8_lossy(&out.stderr));
 
-    let ended = wait_for(Duration::from_secs(30), "the session did not end after its container was removed", || {
-        let db = db.clone();
-        async move {
-            let s = repo::get_session(&db, id).await.map_err(|e| e.to_string())?.ok_or("no such session")?;
-            if matches!(s.status.0, SessionStatus::Terminated | SessionStatus::Error) {
-                Ok(s)
-            } else {
-                Err(format!("{} ({:?})", s.status.0, s.status_info))
+    let ended =
+        common::wait_for(Duration::from_secs(30), "the session did not end after its container was removed", || {
+            let db = db.clone();
+            async move {
+                let s = repo::get_session(&db, id).await.map_err(|e| e.to_string())?.ok_or("no such session")?;
+                if matches!(s.status.0, SessionStatus::Terminated | SessionStatus::Error) {
+                    Ok(s)
+                } else {
+                    Err(format!("{} ({:?})", s.status.0, s.status_info))
+                }
             }
-        }
-    })
-    .await;
+        })
+        .await;
     let info = ended.status_info.clone().unwrap_or_default();
     eprintln!("the session ended {} ({info})", ended.status.0);
     assert!(
@@ -182,7 +140,7 @@ async fn a_container_removed_outside_bai_ends_its_session_and_frees_the_agent() 
     );
     let (_, kernels) = repo::get_session_with_kernels(&db, id).await.unwrap().unwrap();
     assert!(kernels.iter().all(|k| k.status.0.is_terminal()), "{kernels:?}");
-    wait_for(Duration::from_secs(10), "the agent's slots did not come back", || {
+    common::wait_for(Duration::from_secs(10), "the agent's slots did not come back", || {
         let (db, agent_id) = (db.clone(), agent_id.clone());
         async move {
             let a = agent_row(&db, &agent_id).await;
@@ -269,12 +227,12 @@ async fn a_restarted_redis_is_reconnected_to() {
     assert_eq!(local.manager.bus().name(), "redis");
     let db = local.manager.db().clone();
 
-    let old = create(local.api_addr, "faults-before", "host", "0.5", "64m", false).await;
+    let old = common::create_session(local.api_addr, "faults-before", "host", "0.5", "64m", false).await;
     wait_status(&db, old, SessionStatus::Running, Duration::from_secs(30)).await;
 
     // Redis dies: heartbeats stop reaching the manager, which marks the agent LOST.
     redis.kill();
-    wait_for(Duration::from_secs(15), "the agent was not marked LOST while Redis was down", || {
+    common::wait_for(Duration::from_secs(15), "the agent was not marked LOST while Redis was down", || {
         let (db, agent_id) = (db.clone(), agent_id.clone());
         async move {
             match agent_row(&db, &agent_id).await.status.0 {
@@ -287,7 +245,7 @@ async fn a_restarted_redis_is_reconnected_to() {
 
     // Redis is back (empty: no stream, no consumer group): the heartbeats arrive again.
     let _redis = Redis::start(redis.port);
-    wait_for(Duration::from_secs(20), "heartbeats did not resume after Redis restarted", || {
+    common::wait_for(Duration::from_secs(20), "heartbeats did not resume after Redis restarted", || {
         let (db, agent_id) = (db.clone(), agent_id.clone());
         async move {
             match agent_row(&db, &agent_id).await.status.0 {
@@ -299,7 +257,7 @@ async fn a_restarted_redis_is_reconnected_to() {
     .await;
 
     // A new session runs (its kernel events travel over the new Redis) and the old one ends.
-    let new = create(local.api_addr, "faults-after", "host", "0.5", "64m", true).await;
+    let new = common::create_session(local.api_addr, "faults-after", "host", "0.5", "64m", true).await;
     wait_status(&db, new, SessionStatus::Running, Duration::from_secs(30)).await;
     let reply = common::request(local.api_addr, Some(common::USER), "DELETE", "/session/faults-before", None).await;
     assert_eq!(reply.status, 200, "{reply:?}");
@@ -379,7 +337,7 @@ async fn wait_ready(db_url: &str, api: SocketAddr, log: &Path) -> DatabaseConnec
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let db = bai_manager::db::connect(db_url).await.unwrap();
-    wait_for(Duration::from_secs(20), "the embedded agent did not register", || {
+    common::wait_for(Duration::from_secs(20), "the embedded agent did not register", || {
         let db = db.clone();
         async move {
             let alive = repo::list_agents(&db, None, Some(AgentStatus::Alive)).await.map_err(|e| e.to_string())?;
@@ -457,7 +415,7 @@ async fn a_manager_killed_mid_scheduling_loses_and_doubles_nothing() {
     // Enqueue quickly; kill -9 while the scheduler is placing and dispatching them.
     let mut ids = Vec::new();
     for i in 0..SESSIONS {
-        ids.push(create(api, &format!("faults-k9-{i:02}"), "host", "0.1", "64m", true).await);
+        ids.push(common::create_session(api, &format!("faults-k9-{i:02}"), "host", "0.1", "64m", true).await);
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -491,7 +449,7 @@ async fn a_manager_killed_mid_scheduling_loses_and_doubles_nothing() {
         st if st.is_dead() => s.status_info.as_deref().is_some_and(|i| !i.is_empty()),
         _ => false,
     };
-    let all = wait_for(Duration::from_secs(30), "the sessions did not settle after the restart", || {
+    let all = common::wait_for(Duration::from_secs(30), "the sessions did not settle after the restart", || {
         let (db, ids, before) = (db.clone(), ids.clone(), before.clone());
         async move {
             let all = sessions(&db, &ids).await;
@@ -563,7 +521,7 @@ async fn a_manager_killed_mid_scheduling_loses_and_doubles_nothing() {
             }
         }
     }
-    wait_for(Duration::from_secs(20), "the sessions did not all end", || {
+    common::wait_for(Duration::from_secs(20), "the sessions did not all end", || {
         let (db, ids) = (db.clone(), ids.clone());
         async move {
             let all = sessions(&db, &ids).await;

@@ -7,10 +7,11 @@
 pub mod backends;
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use bai_core::signing::{self, RequestToSign, API_VERSION};
-use bai_core::AccessKey;
-use serde_json::Value;
+use bai_core::{AccessKey, SessionId};
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The example fixture's keypairs: (access key, secret key).
@@ -129,4 +130,48 @@ pub fn authorization(method: &str, path: &str, host: &str, date: &str, key: (&st
         api_version: API_VERSION,
     };
     signing::authorization_header(&AccessKey::new(key.0).unwrap(), &signing::sign(key.1, &to_sign).unwrap())
+}
+
+/// A create body as `backend.ai session create` sends it.
+pub fn create_body(name: &str, image: &str, cpu: &str, mem: &str, enqueue_only: bool) -> Value {
+    json!({"tag": null, "name": name,
+        "config": {"mounts": [], "environ": {}, "resources": {"cpu": cpu, "mem": mem}, "resource_opts": {},
+                   "scalingGroup": null, "mount_map": {}, "preopen_ports": null},
+        "dependencies": [], "callback_url": null, "architecture": std::env::consts::ARCH,
+        "clusterSize": 1, "clusterMode": "single-node", "starts_at": null, "bootstrap_script": null,
+        "owner_access_key": null, "domain": "default", "group": "default", "type": "interactive",
+        "enqueueOnly": enqueue_only, "maxWaitSeconds": if enqueue_only { 0 } else { 60 }, "reuseIfExists": false,
+        "startupCommand": null, "image": image})
+}
+
+/// Creates a session as the example user and returns its id (panics unless the API accepts it).
+pub async fn create_session(
+    addr: SocketAddr,
+    name: &str,
+    image: &str,
+    cpu: &str,
+    mem: &str,
+    enqueue_only: bool,
+) -> SessionId {
+    let reply =
+        request(addr, Some(USER), "POST", "/session", Some(&create_body(name, image, cpu, mem, enqueue_only))).await;
+    assert!(matches!(reply.status, 200 | 201), "creating {name}: {reply:?}");
+    reply.json()["sessionId"].as_str().unwrap_or_else(|| panic!("no sessionId: {reply:?}")).parse().unwrap()
+}
+
+/// Polls `what` every 200 ms until it returns `Ok`, failing with `message` (and the last
+/// value seen) after `limit`.
+pub async fn wait_for<T, F, Fut>(limit: Duration, message: &str, mut what: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match what().await {
+            Ok(v) => return v,
+            Err(last) if Instant::now() >= deadline => panic!("{message} within {limit:?}; last seen: {last}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }

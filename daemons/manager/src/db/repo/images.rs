@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::insert_new;
 use crate::db::entities::image;
-use crate::db::Result;
+use crate::db::{DbError, Result};
 
 /// What a scan found about one image (one tag on one architecture).
 #[derive(Debug, Clone, PartialEq)]
@@ -48,28 +48,37 @@ pub enum Upserted {
 /// Records a scanned image: a new row for a new (name, architecture), else the existing row
 /// brought up to date.
 pub async fn upsert_image(db: &impl ConnectionTrait, scanned: &ScannedImage) -> Result<Upserted> {
-    let existing = image::Entity::find()
-        .filter(image::Column::Name.eq(&scanned.name))
-        .filter(image::Column::Architecture.eq(&scanned.architecture))
-        .one(db)
-        .await?;
-    let Some(row) = existing else {
-        let row = image::ActiveModel {
-            name: Set(scanned.name.clone()),
-            image: Set(scanned.image.clone()),
-            project: Set(scanned.project.clone()),
-            tag: Set(Some(scanned.tag.clone())),
-            registry: Set(scanned.registry.clone()),
-            architecture: Set(scanned.architecture.clone()),
-            config_digest: Set(scanned.config_digest.clone()),
-            size_bytes: Set(scanned.size_bytes),
-            labels: Set(scanned.labels.clone()),
-            resources: Set(scanned.resources.clone()),
-            is_local: Set(scanned.is_local),
-            ..Default::default()
-        };
-        insert_new(db, row, format!("image {} ({})", scanned.name, scanned.architecture)).await?;
-        return Ok(Upserted::Added);
+    let find = || {
+        image::Entity::find()
+            .filter(image::Column::Name.eq(&scanned.name))
+            .filter(image::Column::Architecture.eq(&scanned.architecture))
+            .one(db)
+    };
+    let row = match find().await? {
+        Some(row) => row,
+        None => {
+            let row = image::ActiveModel {
+                name: Set(scanned.name.clone()),
+                image: Set(scanned.image.clone()),
+                project: Set(scanned.project.clone()),
+                tag: Set(Some(scanned.tag.clone())),
+                registry: Set(scanned.registry.clone()),
+                architecture: Set(scanned.architecture.clone()),
+                config_digest: Set(scanned.config_digest.clone()),
+                size_bytes: Set(scanned.size_bytes),
+                labels: Set(scanned.labels.clone()),
+                resources: Set(scanned.resources.clone()),
+                is_local: Set(scanned.is_local),
+                ..Default::default()
+            };
+            match insert_new(db, row, format!("image {} ({})", scanned.name, scanned.architecture)).await {
+                Ok(_) => return Ok(Upserted::Added),
+                // Another agent's scan added it meanwhile (agents register at once): that row
+                // is brought up to date instead.
+                Err(e @ DbError::Conflict { .. }) => find().await?.ok_or(e)?,
+                Err(e) => return Err(e),
+            }
+        }
     };
     if row.config_digest == scanned.config_digest
         && row.size_bytes == scanned.size_bytes
