@@ -184,7 +184,8 @@ pub fn app(state: ApiState) -> Router {
         .public(
             crate::api::vfolder::public_routes()
                 .merge(crate::api::apps::public_routes())
-                .merge(crate::api::console::public_routes()),
+                .merge(crate::api::console::public_routes())
+                .merge(crate::api::openapi::routes()),
         )
         .build(state)
 }

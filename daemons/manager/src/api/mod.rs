@@ -45,6 +45,7 @@ pub mod events;
 pub mod extract;
 pub mod gql;
 pub mod keypairs;
+pub mod openapi;
 pub mod ratelimit;
 pub mod resource;
 pub mod session;
