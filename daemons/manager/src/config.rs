@@ -1,6 +1,7 @@
 //! The manager's configuration: a TOML file (`configs/manager.sample.toml`), overridden by
-//! flags and `BAI_MANAGER_*` environment variables, with the agents' RPC token and the Redis
-//! URL taken from etcd when etcd is configured and the file leaves them unset.
+//! flags and `BAI_MANAGER_*` environment variables, with the agents' RPC token, the Redis URL
+//! and the watchers' token taken from the shared configuration ([`crate::shared_config`]:
+//! etcd, or its fallback file) when the file leaves them unset.
 //!
 //! Every key is kebab-case; an unknown key is an error naming it.
 

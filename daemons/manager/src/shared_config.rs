@@ -233,7 +233,7 @@ impl ManagerNode {
 }
 
 enum Backend {
-    Etcd { endpoints: Vec<String>, prefix: String, client: Client },
+    Etcd { endpoints: Vec<String>, prefix: String, client: Box<Client> },
     File { path: PathBuf },
     Memory,
 }
@@ -504,8 +504,10 @@ impl SharedConfig {
         let mut client = connect_etcd(endpoints).await.map_err(fail)?;
         let (initial, _) = load_prefix(&mut client, &prefix).await.map_err(fail)?;
         let endpoints = endpoints.to_vec();
-        let this =
-            Self::with_backend(Backend::Etcd { endpoints: endpoints.clone(), prefix: prefix.clone(), client }, initial);
+        let this = Self::with_backend(
+            Backend::Etcd { endpoints: endpoints.clone(), prefix: prefix.clone(), client: Box::new(client) },
+            initial,
+        );
         // The loop reloads the prefix on connecting, so nothing between the load above and
         // its watch is missed.
         this.spawn(etcd_watch_loop(endpoints, prefix, this.snapshot.clone(), this.stop.subscribe()));
