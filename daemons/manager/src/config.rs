@@ -1,6 +1,7 @@
 //! The manager's configuration: a TOML file (`configs/manager.sample.toml`), overridden by
-//! flags and `BAI_MANAGER_*` environment variables, with the agents' RPC token and the Redis
-//! URL taken from etcd when etcd is configured and the file leaves them unset.
+//! flags and `BAI_MANAGER_*` environment variables, with the agents' RPC token, the Redis URL
+//! and the watchers' token taken from the shared configuration ([`crate::shared_config`]:
+//! etcd, or its fallback file) when the file leaves them unset.
 //!
 //! Every key is kebab-case; an unknown key is an error naming it.
 
@@ -124,7 +125,7 @@ pub struct EventsSection {
     pub redis_url: String,
 }
 
-/// `[etcd]`.
+/// `[etcd]`: the cluster's shared configuration ([`crate::shared_config`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct EtcdSection {
@@ -132,11 +133,24 @@ pub struct EtcdSection {
     pub endpoints: Vec<String>,
     /// Keys are read under `/bai/<namespace>/`.
     pub namespace: String,
+    /// Without endpoints: a TOML file that stands in for etcd, its tables laid out as the
+    /// keys (`[config.redis] url = …` is `config/redis/url`); re-read when it changes.
+    pub fallback_file: Option<PathBuf>,
+    /// Seconds between checks of `fallback-file` for changes.
+    pub fallback_poll_interval: f64,
+    /// Seconds the manager's key `nodes/manager/<id>` outlives the manager (its etcd lease).
+    pub lease_ttl: f64,
 }
 
 impl Default for EtcdSection {
     fn default() -> Self {
-        Self { endpoints: Vec::new(), namespace: "local".into() }
+        Self {
+            endpoints: Vec::new(),
+            namespace: "local".into(),
+            fallback_file: None,
+            fallback_poll_interval: 5.0,
+            lease_ttl: 15.0,
+        }
     }
 }
 
@@ -228,6 +242,7 @@ impl ManagerConfig {
             ("manager.dispatch-timeout", self.manager.dispatch_timeout),
             ("storage.token-lifetime", self.storage.token_lifetime),
             ("watcher.timeout", self.watcher.timeout),
+            ("etcd.fallback-poll-interval", self.etcd.fallback_poll_interval),
         ] {
             if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
                 return Err(invalid(field, format!("{v} is not a number of seconds in (0, 86400]")));
@@ -244,6 +259,21 @@ impl ManagerConfig {
                 "storage.default-host",
                 format!("{:?} is not of the form proxy:volume", self.storage.default_host),
             ));
+        }
+        if !(self.etcd.lease_ttl.is_finite() && (2.0..=3600.0).contains(&self.etcd.lease_ttl)) {
+            return Err(invalid(
+                "etcd.lease-ttl",
+                format!("{} is not a number of seconds in [2, 3600]", self.etcd.lease_ttl),
+            ));
+        }
+        if self.etcd.namespace.is_empty() || self.etcd.namespace.contains('/') {
+            return Err(invalid(
+                "etcd.namespace",
+                format!("{:?} must be non-empty and without '/'", self.etcd.namespace),
+            ));
+        }
+        if self.manager.id.is_empty() || self.manager.id.contains('/') {
+            return Err(invalid("manager.id", format!("{:?} must be non-empty and without '/'", self.manager.id)));
         }
         if self.agent_rpc.tls_cert.is_some() != self.agent_rpc.tls_key.is_some() {
             return Err(invalid("agent-rpc.tls-cert", "tls-cert and tls-key go together"));

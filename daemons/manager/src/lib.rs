@@ -7,7 +7,8 @@
 //! with an embedded agent), [`local`] a self-contained one in a directory, [`cli`] is the
 //! command line, [`metrics`] the Prometheus endpoint, [`agent_client`] the agents' RPC
 //! clients, [`watcher_client`] the agents' watchers' and [`tls`] the API listener's optional
-//! TLS. See docs/ARCHITECTURE.md for the invariants.
+//! TLS. [`shared_config`] is the cluster's shared configuration (etcd or a file) and
+//! [`volumes`] the storage hosts it defines. See docs/ARCHITECTURE.md for the invariants.
 
 pub mod agent_client;
 pub mod api;
@@ -22,9 +23,11 @@ pub mod metrics;
 pub mod scheduler;
 pub mod server;
 pub mod sessions;
+pub mod shared_config;
 pub mod storage;
 pub mod tls;
 pub mod utilisation;
+pub mod volumes;
 pub mod watcher_client;
 
 pub use bai_core;

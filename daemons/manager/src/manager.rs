@@ -49,6 +49,8 @@ pub struct Manager {
     dispatch_timeout_ms: std::sync::atomic::AtomicU64,
     /// Sessions a re-dispatch of this manager is sending right now.
     redispatching: std::sync::Mutex<std::collections::HashSet<SessionId>>,
+    /// The storage hosts folders are mounted from (see [`Manager::set_volumes`]).
+    volumes: OnceLock<Arc<crate::volumes::Volumes>>,
 }
 
 /// How many ordered lanes handle events concurrently (see [`Manager::spawn`]).
@@ -105,6 +107,7 @@ impl Manager {
             utilisation: Default::default(),
             dispatch_timeout_ms: std::sync::atomic::AtomicU64::new(DISPATCH_TIMEOUT.as_millis() as u64),
             redispatching: Default::default(),
+            volumes: OnceLock::new(),
         })
     }
 
@@ -125,6 +128,17 @@ impl Manager {
     /// The metrics, once [`Manager::set_metrics`] gave them.
     pub fn metrics(&self) -> Option<&Arc<ManagerMetrics>> {
         self.metrics.get()
+    }
+
+    /// Mounts folders from these storage hosts (only the first call has an effect); without
+    /// it, every folder is taken to be directly under the storage root.
+    pub fn set_volumes(&self, volumes: Arc<crate::volumes::Volumes>) {
+        let _ = self.volumes.set(volumes);
+    }
+
+    /// The storage hosts, once [`Manager::set_volumes`] gave them.
+    pub fn volumes(&self) -> Option<&Arc<crate::volumes::Volumes>> {
+        self.volumes.get()
     }
 
     /// Records an action (`entity_type`, `operation_type`) that started at `started`.

@@ -21,6 +21,7 @@ use crate::api::{ApiRouter, ApiState, CachedKeypairs, InMemoryRateLimiter, Keypa
 use crate::config::{ConfigError, EventBackend, ManagerConfig};
 use crate::manager::Manager;
 use crate::metrics::{ManagerMetrics, ServiceDiscovery};
+use crate::shared_config::{ManagerNode, Registration, SharedConfig};
 
 /// Why the manager could not start.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +81,10 @@ pub struct RunningManager {
     pub metrics_addr: SocketAddr,
     /// The embedded agent, in the all-in-one mode.
     pub agent: Option<RunningAgent>,
+    /// The cluster's shared configuration (etcd, the fallback file, or empty in memory).
+    pub shared: Arc<SharedConfig>,
+    /// This manager under `nodes/manager/<id>`, removed on shutdown.
+    registration: Option<Registration>,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     server: JoinHandle<std::io::Result<()>>,
@@ -92,8 +97,13 @@ impl RunningManager {
         format!("{}://{}", if self.api_tls { "https" } else { "http" }, self.api_addr)
     }
 
-    /// Stops the API, the loops and the embedded agent (whose kernels keep running).
+    /// Deregisters the manager (`nodes/manager/<id>`), stops the API, the loops, the shared
+    /// configuration's watch and the embedded agent (whose kernels keep running).
     pub async fn shutdown(self) {
+        if let Some(registration) = self.registration {
+            registration.close().await;
+        }
+        self.shared.close();
         let _ = self.stop.send(true);
         for t in &self.tasks {
             t.abort();
@@ -220,7 +230,12 @@ pub async fn database(config: &ManagerConfig) -> Result<DatabaseConnection, Star
 }
 
 /// Starts a manager.
-pub async fn start(config: ManagerConfig, options: StartOptions) -> Result<RunningManager, StartError> {
+///
+/// The shared configuration ([`SharedConfig::connect`]) is read first: where the file leaves
+/// them unset, its `config/redis/…` gives the Redis URL, `config/agent/rpc-token` the agents'
+/// token and `config/watcher/token` the watchers'. Its `volumes/` keys define the storage hosts
+/// (live), and the manager registers itself under `nodes/manager/<id>`.
+pub async fn start(mut config: ManagerConfig, options: StartOptions) -> Result<RunningManager, StartError> {
     config.validate()?;
     // Read the certificate first: a bad one stops the start before anything runs.
     let api_tls = match config.api_tls_files()? {
@@ -235,13 +250,31 @@ pub async fn start(config: ManagerConfig, options: StartOptions) -> Result<Runni
             crate::db::repo::populate_fixture(&db, &value).await?;
         }
     }
-    let token = match config.local_agent_token()? {
+    let shared = SharedConfig::connect(&config.etcd).await?;
+    let global = shared.global();
+    tracing::info!(source = %shared.source(), keys = shared.current().len(), "shared configuration loaded");
+    if config.events.redis_url.is_empty() {
+        config.events.redis_url = global.redis_url.clone().unwrap_or_default();
+    }
+    if config.watcher.token.is_empty() {
+        if let Some(token) = &global.watcher_token {
+            if !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ConfigError {
+                    field: crate::shared_config::keys::WATCHER_TOKEN.into(),
+                    reason: "must be printable ASCII without spaces".into(),
+                }
+                .into());
+            }
+            config.watcher.token = token.clone();
+        }
+    }
+    let token = match config.local_agent_token()?.or(global.agent_rpc_token) {
         Some(t) => t,
         None if options.embedded_agent.is_some() => random_token(),
         None => {
             return Err(ConfigError {
                 field: "agent-rpc.token".into(),
-                reason: "no token for the agents' RPC: set [agent-rpc] token or token-file".into(),
+                reason: "no token for the agents' RPC: set [agent-rpc] token or token-file, or the shared key config/agent/rpc-token".into(),
             }
             .into())
         }
@@ -281,9 +314,13 @@ pub async fn start(config: ManagerConfig, options: StartOptions) -> Result<Runni
     };
     let keypairs: Arc<dyn KeypairStore> = Arc::new(CachedKeypairs::new(DbKeypairs::new(db.clone())));
     let storage = Arc::new(crate::storage::Storage::new(&config.storage));
+    let volumes = Arc::new(crate::volumes::Volumes::new((*storage).clone(), &shared));
+    manager.set_volumes(volumes.clone());
     let watchers = Arc::new(crate::watcher_client::WatcherClient::new(&config.watcher)?);
     let router = app(api_state_with_rate_limiter(manager.clone(), keypairs, rate_limiter(&config)?)
         .with_service(storage)
+        .with_service(volumes)
+        .with_service(shared.clone())
         .with_service(watchers)
         .with_service(Arc::new(crate::api::Listener { tls: config.manager.ssl_enabled })));
     let listener = tokio::net::TcpListener::bind(config.manager.api_listen)
@@ -292,6 +329,15 @@ pub async fn start(config: ManagerConfig, options: StartOptions) -> Result<Runni
     let api_addr = listener
         .local_addr()
         .map_err(|e| StartError::Listen { addr: config.manager.api_listen, reason: e.to_string() })?;
+    let node = ManagerNode {
+        id: config.manager.id.clone(),
+        api: format!("{}://{api_addr}", if api_tls.is_some() { "https" } else { "http" }),
+        version: crate::VERSION.to_string(),
+    };
+    let registration = shared
+        .register_manager(node, ManagerConfig::seconds(config.etcd.lease_ttl))
+        .await
+        .map_err(|e| ConfigError { field: "etcd.endpoints".into(), reason: format!("registering the manager: {e}") })?;
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         let _ = stopped.wait_for(|s| *s).await;
@@ -315,7 +361,18 @@ pub async fn start(config: ManagerConfig, options: StartOptions) -> Result<Runni
         }
     }));
     tracing::info!(api = %api_addr, tls, metrics = %metrics_addr, "manager started");
-    Ok(RunningManager { manager, api_addr, api_tls: tls, metrics_addr, agent, stop, tasks, server })
+    Ok(RunningManager {
+        manager,
+        api_addr,
+        api_tls: tls,
+        metrics_addr,
+        agent,
+        shared,
+        registration: Some(registration),
+        stop,
+        tasks,
+        server,
+    })
 }
 
 fn random_token() -> String {

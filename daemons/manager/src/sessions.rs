@@ -917,6 +917,7 @@ pub struct SessionMount {
 /// folders: their own, shared with them, or of their projects, with their permission.
 async fn resolve_mounts(
     db: &DatabaseConnection,
+    volumes: Option<&crate::volumes::Volumes>,
     owner: &Owner,
     names: &[String],
     mount_map: &BTreeMap<String, String>,
@@ -961,10 +962,16 @@ async fn resolve_mounts(
                 format!("{name:?} and {:?} would both mount at /home/work/{target}", other.name),
             ));
         }
+        let folder = match volumes {
+            Some(v) => v.mount_path(&access.folder.host, access.folder.id).map_err(|e| {
+                ApiError::with_kind_msg(ErrorKind::VFolderOperationFailed, format!("config.mounts[{i}]: {e}"))
+            })?,
+            None => access.folder.id.simple().to_string(),
+        };
         mounts.push(SessionMount {
             id: access.folder.id,
             name: name.clone(),
-            folder: access.folder.id.simple().to_string(),
+            folder,
             target,
             permission: access.permission,
         });
@@ -1018,7 +1025,9 @@ pub async fn create_session(manager: &Manager, ctx: &AuthContext, request: Creat
             }
         }
     }
-    let mounts = resolve_mounts(db, &owner, &request.config.mounts, &request.config.mount_map).await?;
+    let mounts =
+        resolve_mounts(db, manager.volumes().map(|v| &**v), &owner, &request.config.mounts, &request.config.mount_map)
+            .await?;
     if !request.dependencies.is_empty() {
         return Err(ApiError::invalid("dependencies", "session dependencies are not supported by this manager yet"));
     }

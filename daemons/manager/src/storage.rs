@@ -251,6 +251,14 @@ impl Storage {
         &self.root
     }
 
+    /// The storage host `name` keeping its folders in `path` under this root (empty: the root
+    /// itself), with this secret, token lifetime and upload bookkeeping
+    /// ([`crate::volumes`]).
+    pub fn on_host(&self, name: &str, path: &str) -> Storage {
+        let root = if path.is_empty() { self.root.clone() } else { self.root.join(path) };
+        Storage { root, host: name.to_string(), ..self.clone() }
+    }
+
     /// How long tokens stay valid.
     pub fn token_lifetime(&self) -> Duration {
         self.token_lifetime

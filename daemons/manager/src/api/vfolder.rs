@@ -1,8 +1,11 @@
 //! Virtual folders (`spec/client-wire.md` §8): the signed `/folders` routes and the unsigned
 //! storage side channel they hand out URLs for.
 //!
-//! Folders live on the local storage host of [`crate::storage`], registered as an
-//! [`ApiState`] service (`Arc<Storage>`).
+//! Folders live on the storage hosts of [`crate::volumes`] (the local backend of
+//! [`crate::storage`]), registered as an [`ApiState`] service (`Arc<Volumes>`) and changing
+//! live with the shared configuration: a folder's files are reached through its host, and a
+//! folder whose host is no longer configured is refused with 400 `vfolder-operation-failed`
+//! for anything that touches its files.
 //!
 //! Access: `{name}` resolves through [`repo::resolve_vfolder`] among the folders the requester
 //! may use — their own, folders shared with them, their projects' folders, and (superadmins)
@@ -51,8 +54,6 @@
 //!
 //! The token is an HMAC-signed, expiring [`Grant`] for one path of one folder.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
@@ -72,6 +73,7 @@ use crate::db::repo::{self, AccessVia, VFolderAccess, Viewer};
 use crate::db::types::{UserRole, VFolderInvitationState, VFolderOwnershipType, VFolderStatus, VFolderUsageMode, Wire};
 use crate::sessions::{db_error, Fields};
 use crate::storage::{blocking, Entry, Grant, Operation, Storage, StorageError};
+use crate::volumes::Volumes;
 
 /// The path of the TUS upload endpoint on the manager's API address.
 pub const UPLOAD_PATH: &str = "/storage/upload";
@@ -182,6 +184,12 @@ fn check_manager(access: &VFolderAccess, what: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The storage of a folder's host; 400 `vfolder-operation-failed` naming the host when it is
+/// no longer configured.
+fn folder_storage(volumes: &Volumes, row: &vfolder::Model) -> Result<Storage, ApiError> {
+    volumes.storage_of(&row.host).map_err(|e| ApiError::with_kind_msg(ErrorKind::VFolderOperationFailed, e.to_string()))
+}
+
 /// A name already taken among the folder owner's (user or project) folders.
 async fn name_taken(db: &DatabaseConnection, folder: &vfolder::Model, name: &str) -> Result<bool, ApiError> {
     let found = match (folder.user, folder.group) {
@@ -237,7 +245,7 @@ fn string_param(fields: &Fields<'_>, key: &str) -> Result<Option<String>, ApiErr
 async fn create(
     ctx: AuthContext,
     Shared(db): Shared<DatabaseConnection>,
-    Shared(storage): Shared<Storage>,
+    Shared(volumes): Shared<Volumes>,
     params: Params,
 ) -> Result<Response, ApiError> {
     let f = params.fields();
@@ -246,13 +254,9 @@ async fn create(
     if string_param(&f, "unmanaged_path")?.is_some() {
         return Err(ApiError::invalid("unmanaged_path", "unmanaged folders are not supported"));
     }
-    let host = string_param(&f, "host")?.unwrap_or_else(|| storage.host().to_string());
-    if host != storage.host() {
-        return Err(ApiError::invalid(
-            "host",
-            format!("unknown storage host {host:?}; the available host is {:?}", storage.host()),
-        ));
-    }
+    let (host, storage) = volumes
+        .for_new_folder(string_param(&f, "host")?.as_deref())
+        .map_err(|e| ApiError::invalid("host", e.to_string()))?;
     let group = match f.get(&["group", "group_id"]).filter(|g| g.as_str() != Some("")) {
         None => None,
         Some(Value::String(g)) => Some(project_for_new_folder(&db, &ctx, g.trim()).await?),
@@ -372,13 +376,22 @@ async fn list(
     Ok(Json(Value::Array(rows.iter().map(|r| folder_json(r, None)).collect())))
 }
 
-/// `GET /folders/_/hosts`: `{"default", "allowed", "volume_info"}`.
-async fn list_hosts(_ctx: AuthContext, Shared(storage): Shared<Storage>) -> Json<Value> {
-    let host = storage.host();
+/// `GET /folders/_/hosts`: `{"default", "allowed", "volume_info"}`, the hosts configured
+/// now (sorted).
+async fn list_hosts(_ctx: AuthContext, Shared(volumes): Shared<Volumes>) -> Json<Value> {
+    let set = volumes.current();
+    let info: serde_json::Map<String, Value> = set
+        .hosts
+        .keys()
+        .map(|h| {
+            let info = json!({ "backend": "local", "capabilities": ["file-ops", "quota"], "usage": null, "sftp_scaling_groups": [] });
+            (h.clone(), info)
+        })
+        .collect();
     Json(json!({
-        "default": host,
-        "allowed": [host],
-        "volume_info": { host: { "backend": "local", "capabilities": ["file-ops", "quota"], "usage": null, "sftp_scaling_groups": [] } },
+        "default": set.default,
+        "allowed": set.names(),
+        "volume_info": info,
     }))
 }
 
@@ -387,12 +400,14 @@ async fn list_hosts(_ctx: AuthContext, Shared(storage): Shared<Storage>) -> Json
 async fn info(
     ctx: AuthContext,
     Shared(db): Shared<DatabaseConnection>,
-    Shared(storage): Shared<Storage>,
+    Shared(volumes): Shared<Volumes>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let access = find_folder(&db, &ctx, &name).await?;
     let row = &access.folder;
     let id = row.id;
+    // A folder whose host is gone shows the usage last measured.
+    let Ok(storage) = volumes.storage_of(&row.host) else { return Ok(Json(folder_json(&access, None))) };
     let usage = blocking(move || storage.usage(id)).await.map_err(storage_error)?;
     if (usage.0 as i64, usage.1 as i64) != (row.num_files as i64, row.cur_size) {
         let files = i32::try_from(usage.0).unwrap_or(i32::MAX);
@@ -406,11 +421,12 @@ async fn info(
 async fn delete_folder(
     ctx: AuthContext,
     Shared(db): Shared<DatabaseConnection>,
-    Shared(storage): Shared<Storage>,
+    Shared(volumes): Shared<Volumes>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let access = find_folder(&db, &ctx, &name).await?;
     check_manager(&access, "delete")?;
+    let storage = folder_storage(&volumes, &access.folder)?;
     let id = access.folder.id;
     repo::delete_vfolder(&*db, id).await.map_err(db_error)?;
     blocking(move || storage.delete_folder(id)).await.map_err(storage_error)?;
@@ -463,7 +479,7 @@ fn paths(fields: &Fields<'_>, key: &str) -> Result<Vec<String>, ApiError> {
 async fn mkdir(
     ctx: AuthContext,
     Shared(db): Shared<DatabaseConnection>,
-    Shared(storage): Shared<Storage>,
+    Shared(volumes): Shared<Volumes>,
     Path(name): Path<String>,
     params: Params,
 ) -> Result<StatusCode, ApiError> {
@@ -473,6 +489,7 @@ async fn mkdir(
     let exist_ok = f.boolean(&["exist_ok"], false)?;
     let access = find_folder(&db, &ctx, &name).await?;
     check_writable(&access)?;
+    let storage = folder_storage(&volumes, &access.folder)?;
     let id = access.folder.id;
     blocking(move || paths.iter().try_for_each(|p| storage.mkdir(id, p, parents, exist_ok)))
         .await
@@ -507,12 +524,14 @@ fn iso(secs: f64) -> String {
 async fn list_files(
     ctx: AuthContext,
     Shared(db): Shared<DatabaseConnection>,
-    Shared(storage): Shared<Storage>,
+    Shared(volumes): Shared<Volumes>,
     Path(name): Path<String>,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let path = params.fields().string(&["path"])?.filter(|p| !p.is_empty()).unwrap_or_else(|| ".".into());
-    let id = find_folder(&db, &ctx, &name).await?.folder.id;
+    let row = find_folder(&db, &ctx, &name).await?.folder;
+    let storage = folder_storage(&volumes, &row)?;
+    let id = row.id;
     let entries: Vec<Entry> = blocking(move || storage.list(id, &path)).await.map_err(storage_error)?;
     let files: Vec<Value> = entries
         .iter()
@@ -532,7 +551,7 @@ async fn list_files(
 async fn delete_files(
     ctx: AuthContext,
     Shared(db): Shared<DatabaseConnection>,
-    Shared(storage): Shared<Storage>,
+    Shared(volumes): Shared<Volumes>,
     Path(name): Path<String>,
     params: Params,
 ) -> Result<StatusCode, ApiError> {
@@ -541,6 +560,7 @@ async fn delete_files(
     let recursive = f.boolean(&["recursive"], false)?;
     let access = find_folder(&db, &ctx, &name).await?;
     check_writable(&access)?;
+    let storage = folder_storage(&volumes, &access.folder)?;
     let id = access.folder.id;
     blocking(move || files.iter().try_for_each(|p| storage.delete(id, p, recursive))).await.map_err(storage_error)?;
     Ok(StatusCode::NO_CONTENT)
@@ -615,7 +635,7 @@ async fn request_upload(
     State(state): State<ApiState>,
     ctx: AuthContext,
     Shared(db): Shared<DatabaseConnection>,
-    Shared(storage): Shared<Storage>,
+    Shared(volumes): Shared<Volumes>,
     Path(name): Path<String>,
     headers: HeaderMap,
     params: Params,
@@ -627,6 +647,7 @@ async fn request_upload(
     let access = find_folder(&db, &ctx, &name).await?;
     check_writable(&access)?;
     let row = &access.folder;
+    let storage = folder_storage(&volumes, row)?;
     let url = format!("{}{UPLOAD_PATH}", base_url(&state, &headers)?);
     let (id, quota) = (row.id, quota_of(row));
     let upload = {
@@ -643,13 +664,14 @@ async fn request_download(
     State(state): State<ApiState>,
     ctx: AuthContext,
     Shared(db): Shared<DatabaseConnection>,
-    Shared(storage): Shared<Storage>,
+    Shared(volumes): Shared<Volumes>,
     Path(name): Path<String>,
     headers: HeaderMap,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let path = params.fields().string(&["path"])?.ok_or_else(|| ApiError::invalid("path", "is required"))?;
     let row = find_folder(&db, &ctx, &name).await?.folder;
+    let storage = folder_storage(&volumes, &row)?;
     let url = format!("{}{DOWNLOAD_PATH}", base_url(&state, &headers)?);
     storage.open_for_download(row.id, &path).await.map_err(storage_error)?;
     let grant =
@@ -941,13 +963,11 @@ async fn leave(
     Ok(Json(json!({})))
 }
 
-/// Verifies the `token` query parameter for `op` and finds its folder (404 when deleted since).
-async fn authorize(
-    state: &ApiState,
-    uri: &Uri,
-    op: Operation,
-) -> Result<(Arc<Storage>, Grant, vfolder::Model), ApiError> {
-    let storage = state.require_service::<Storage>()?;
+/// Verifies the `token` query parameter for `op` and finds its folder (404 when deleted since)
+/// and the storage of its host.
+async fn authorize(state: &ApiState, uri: &Uri, op: Operation) -> Result<(Storage, Grant, vfolder::Model), ApiError> {
+    let volumes = state.require_service::<Volumes>()?;
+    let storage = volumes.base();
     let db = state.require_service::<DatabaseConnection>()?;
     let query = query_params(uri);
     let token = Fields::new(&query, "")
@@ -959,6 +979,7 @@ async fn authorize(
     }
     let row =
         repo::get_vfolder(&*db, grant.folder).await.map_err(db_error)?.ok_or_else(|| ApiError::not_found("vfolder"))?;
+    let storage = folder_storage(&volumes, &row)?;
     Ok((storage, grant, row))
 }
 
