@@ -1,6 +1,7 @@
 //! A production-shaped cluster, every part a real process or service: one `bai-manager` on
 //! PostgreSQL, Redis and etcd, and three `bai-agent` processes on Docker, each with its own id,
-//! RPC port and host-port range. The agents' RPC token and the Redis URL come from etcd.
+//! RPC port and host-port range. The RPC token and the Redis URL come from etcd, for the
+//! manager and the agents alike; the manager registers under `nodes/manager/<id>`.
 //!
 //! 1. A multi-node session of three kernels, each as large as a whole agent, spans the three
 //!    agents and runs.
@@ -249,13 +250,11 @@ async fn three_agent_processes_on_postgres_redis_and_etcd() {
         format!(
             "[manager]\nid = \"manager-cluster\"\napi-listen = \"127.0.0.1:{API_PORT}\"\nmetrics-listen = \"127.0.0.1:0\"\n\
              heartbeat-timeout = 3.0\nschedule-interval = 0.3\n\
-             [db]\nurl = \"{db_url}\"\n[events]\nbackend = \"redis\"\nredis-url = \"{redis_url}\"\n\
-             [agent-rpc]\ntoken = \"{TOKEN}\"\n\
+             [db]\nurl = \"{db_url}\"\n[events]\nbackend = \"redis\"\n\
              [etcd]\nendpoints = [\"{etcd}\"]\nnamespace = \"{ns}\"\n\
              [storage]\nroot = \"{vf}\"\n",
             ns = cluster.namespace,
             vf = dir.join("vfolders").display(),
-            redis_url = redis_db(&redis, 11),
         ),
     )
     .unwrap();
@@ -293,6 +292,8 @@ async fn three_agent_processes_on_postgres_redis_and_etcd() {
         }
     })
     .await;
+    let node = kv.get(format!("/bai/{}/nodes/manager/manager-cluster", cluster.namespace), None).await.unwrap();
+    assert_eq!(node.kvs().first().map(|kv| kv.value_str().unwrap().to_string()).as_deref(), Some("up"));
     let capacity = agents(&db, &cluster).await[0].available_slots.0.clone();
     assert!(!capacity.get("cpu").is_zero(), "the agents report no cpu: {capacity:?}");
     let whole_cpu = capacity.get("cpu").to_string();
