@@ -69,3 +69,14 @@ pub fn set_parent_from_traceparent(span: &tracing::Span, traceparent: &str) {
         set_parent_from_headers(span, &headers);
     }
 }
+
+/// Links `span` to `to` (an OpenTelemetry span link: "caused by", without being its child) —
+/// a session's dispatch, a child of the request that created the session, links to the
+/// scheduling pass that placed it. Nothing when either span is not recorded.
+pub fn add_link(span: &tracing::Span, to: &tracing::Span) {
+    use opentelemetry::trace::TraceContextExt;
+    let to = to.context().span().span_context().clone();
+    if to.is_valid() {
+        span.add_link(to);
+    }
+}
