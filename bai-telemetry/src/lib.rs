@@ -128,22 +128,21 @@ fn provider(component: &str, config: &TracingConfig) -> Result<Option<SdkTracerP
     ))
 }
 
+/// Layers for a subscriber `S`, as [`layers`] builds them.
+pub type Layers<S> = Vec<Box<dyn Layer<S> + Send + Sync>>;
+
 /// The layers of a daemon labelled `component` (`manager`, `agent`): log lines in
 /// `config.log_format` to `writer`, filtered by `BAI_LOG`, and the span exporter when
 /// `config` sets an endpoint. For embedding in one's own subscriber; daemons use [`init`].
 /// Must be called inside a Tokio runtime when exporting.
-pub fn layers<S, W>(
-    component: &'static str,
-    config: &TracingConfig,
-    writer: W,
-) -> Result<(Vec<Box<dyn Layer<S> + Send + Sync>>, Telemetry), Error>
+pub fn layers<S, W>(component: &'static str, config: &TracingConfig, writer: W) -> Result<(Layers<S>, Telemetry), Error>
 where
     S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     config.validate("tracing")?;
     let filter = EnvFilter::try_from_env(LOG_FILTER_ENV).unwrap_or_else(|_| EnvFilter::new("info"));
-    let mut layers: Vec<Box<dyn Layer<S> + Send + Sync>> = vec![match config.log_format {
+    let mut layers: Layers<S> = vec![match config.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).with_filter(filter).boxed(),
         LogFormat::Json => json::JsonLayer::new(component, writer).with_filter(filter).boxed(),
     }];
