@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 
 use bai_core::ResourceSlot;
+use tonic::codegen::http;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
@@ -113,12 +114,107 @@ fn check_token(token: &str) -> crate::Result<()> {
     Ok(())
 }
 
-/// The agent client with the token injected into every call.
-pub type AgentClient = pb::agent_client::AgentClient<InterceptedService<tonic::transport::Channel, TokenInjector>>;
+/// Puts the trace context of a call's span into its request headers (the W3C `traceparent`),
+/// for the agent to continue the trace. A daemon that exports traces passes
+/// `bai_telemetry::propagation::inject` to [`traced_client`]; this crate stays free of any
+/// tracing backend.
+pub type ContextInjector = fn(&tracing::Span, &mut http::HeaderMap);
+
+/// A channel that opens an `agent_rpc` client span (`otel.name` the gRPC path, e.g.
+/// `bai.agent.v1.Agent/CreateKernels`) around each call, inside the caller's current span,
+/// and hands it to its [`ContextInjector`] so the agent's handler joins the same trace. A
+/// call answered with an error status marks its span as failed.
+#[derive(Clone, Debug)]
+pub struct TracedChannel {
+    inner: tonic::transport::Channel,
+    inject: Option<ContextInjector>,
+}
+
+impl TracedChannel {
+    /// Wraps `channel`; `inject` (if any) adds each call's trace context to its headers.
+    pub fn new(channel: tonic::transport::Channel, inject: Option<ContextInjector>) -> Self {
+        Self { inner: channel, inject }
+    }
+}
+
+impl tonic::codegen::Service<http::Request<tonic::body::Body>> for TracedChannel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = TracedCall;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> TracedCall {
+        let path = request.uri().path().trim_start_matches('/');
+        let method = path.rsplit('/').next().unwrap_or(path);
+        let span = tracing::info_span!(
+            "agent_rpc",
+            otel.name = %path,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            rpc.system = "grpc",
+            rpc.method = %method,
+            rpc.grpc.status_code = tracing::field::Empty,
+            server.address = %request.uri().authority().map(|a| a.as_str()).unwrap_or_default(),
+        );
+        if let Some(inject) = self.inject {
+            inject(&span, request.headers_mut());
+        }
+        let inner = span.in_scope(|| self.inner.call(request));
+        TracedCall { inner, span }
+    }
+}
+
+/// The response of a [`TracedChannel`] call, polled inside its span.
+#[derive(Debug)]
+pub struct TracedCall {
+    inner: tonic::transport::channel::ResponseFuture,
+    span: tracing::Span,
+}
+
+impl std::future::Future for TracedCall {
+    type Output = Result<http::Response<tonic::body::Body>, tonic::transport::Error>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let this = &mut *self;
+        let _entered = this.span.enter();
+        let result = std::task::ready!(std::pin::Pin::new(&mut this.inner).poll(cx));
+        match &result {
+            // An error status before any message comes in the headers ("trailers only").
+            Ok(response) => match response.headers().get("grpc-status").and_then(|v| v.to_str().ok()) {
+                Some(code) if code != "0" => {
+                    this.span.record("rpc.grpc.status_code", code);
+                    this.span.record("otel.status_code", "ERROR");
+                }
+                _ => {
+                    this.span.record("rpc.grpc.status_code", "0");
+                }
+            },
+            Err(_) => {
+                this.span.record("otel.status_code", "ERROR");
+            }
+        }
+        std::task::Poll::Ready(result)
+    }
+}
+
+/// The agent client with the token injected into every call, each call in its own span.
+pub type AgentClient = pb::agent_client::AgentClient<InterceptedService<TracedChannel, TokenInjector>>;
 
 /// A client of the agent at `channel` that sends `token` with every call.
 pub fn client(channel: tonic::transport::Channel, token: &str) -> crate::Result<AgentClient> {
-    Ok(pb::agent_client::AgentClient::with_interceptor(channel, TokenInjector::new(token)?)
+    traced_client(channel, token, None)
+}
+
+/// [`client`], with each call's trace context put into its headers by `inject`.
+pub fn traced_client(
+    channel: tonic::transport::Channel,
+    token: &str,
+    inject: Option<ContextInjector>,
+) -> crate::Result<AgentClient> {
+    Ok(pb::agent_client::AgentClient::with_interceptor(TracedChannel::new(channel, inject), TokenInjector::new(token)?)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE))
 }

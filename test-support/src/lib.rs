@@ -6,12 +6,13 @@
 //! skips with a printed reason, unless `BAI_REQUIRE_SERVICES=1` (set by `scripts/test`), in
 //! which case it fails.
 //!
-//! [`openmetrics`] parses `/metrics` scrapes; [`AgentContainers`] removes an agent's kernel
+//! [`openmetrics`] parses `/metrics` scrapes; [`otlp`] collects the spans a daemon exports; [`AgentContainers`] removes an agent's kernel
 //! containers when a Docker test ends; [`fake_agent`] simulates agents for scale tests and
 //! benchmarks.
 
 pub mod fake_agent;
 pub mod openmetrics;
+pub mod otlp;
 
 /// The value of `var`; `None` (with the reason on stderr) when it is unset and services are
 /// optional.

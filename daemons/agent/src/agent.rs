@@ -450,7 +450,8 @@ impl Agent {
             }
             self.emit(Event::KernelCreating { kernel_id, session_id, reason: String::new(), creation_info: info })
                 .await;
-            match self.kernels.create_kernel(config).await {
+            let container = tracing::info_span!("create_container", kernel_id = %kernel_id, image = %config.image);
+            match tracing::Instrument::instrument(self.kernels.create_kernel(config), container).await {
                 Ok(kernel) => {
                     lock(&self.owners).insert(kernel_id, owner.clone());
                     created.push(kernel);

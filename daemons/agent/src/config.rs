@@ -32,6 +32,8 @@ pub struct AgentConfig {
     pub container: ContainerSection,
     /// The node's resources.
     pub resource: ResourceSection,
+    /// Log format and OpenTelemetry export.
+    pub tracing: bai_telemetry::TracingConfig,
 }
 
 /// `[agent]`.
@@ -299,6 +301,13 @@ pub struct Cli {
     /// The host port range for service ports, `FIRST-LAST` (`[container] port-range`).
     #[arg(long, env = "BAI_AGENT_PORT_RANGE")]
     pub port_range: Option<String>,
+    /// The log format, `text` or `json` (`[tracing] log-format`).
+    #[arg(long, env = "BAI_AGENT_LOG_FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+    /// The OTLP/gRPC endpoint spans are exported to (`[tracing] otlp-endpoint`), e.g.
+    /// `http://otel-collector:4317`; unset means `OTEL_EXPORTER_OTLP_ENDPOINT`, else no export.
+    #[arg(long, env = "BAI_AGENT_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Run something else than the agent.
     #[command(subcommand)]
     pub command: Option<SubCommand>,
@@ -416,6 +425,12 @@ impl AgentConfig {
         if let Some(v) = &cli.vfolder_root {
             self.container.vfolder_root = v.clone();
         }
+        if let Some(v) = &cli.log_format {
+            self.tracing.log_format = v.parse().map_err(|e: bai_telemetry::Error| invalid("--log-format", e.reason))?;
+        }
+        if let Some(v) = &cli.otlp_endpoint {
+            self.tracing.otlp_endpoint = v.trim().to_string();
+        }
         if let Some(v) = &cli.port_range {
             let (a, b) =
                 v.split_once('-').ok_or_else(|| invalid("--port-range", format!("{v:?} is not FIRST-LAST")))?;
@@ -453,6 +468,7 @@ impl AgentConfig {
         if self.rpc.tls_client_ca.is_some() && self.rpc.tls_cert.is_none() {
             return Err(invalid("rpc.tls-client-ca", "mTLS needs tls-cert and tls-key too"));
         }
+        self.tracing.validate("tracing").map_err(|e| invalid(&e.field, e.reason))?;
         Ok(())
     }
 
@@ -585,6 +601,17 @@ mod tests {
         assert_eq!(config.events.backend, EventBackend::Memory);
         assert_eq!(config.container.port_range, [40000, 40010]);
         assert_eq!(config.container.backend, ContainerBackend::Process);
+        assert_eq!(config.tracing, bai_telemetry::TracingConfig::default());
+        let traced = Cli::parse_from(["bai-agent", "--log-format", "json", "--otlp-endpoint", "http://127.0.0.1:4317"]);
+        let config = AgentConfig::from_cli(&traced).unwrap();
+        assert_eq!(config.tracing.log_format, bai_telemetry::LogFormat::Json);
+        assert_eq!(config.tracing.otlp_endpoint, "http://127.0.0.1:4317");
+        let err = AgentConfig::from_cli(&Cli::parse_from(["bai-agent", "--otlp-endpoint", "collector:4317"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tracing.otlp-endpoint"), "{err}");
+        let err = AgentConfig::from_toml("[tracing]\nsample-ratio = 2\n").unwrap().validate().unwrap_err().to_string();
+        assert!(err.contains("tracing.sample-ratio"), "{err}");
         let bad = Cli::parse_from(["bai-agent", "--port-range", "5-1"]);
         let err = AgentConfig::from_cli(&bad).unwrap_err().to_string();
         assert!(err.contains("container.port-range"), "{err}");

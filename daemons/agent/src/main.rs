@@ -11,14 +11,14 @@ fn main() -> ExitCode {
         print!("{SAMPLE}");
         return ExitCode::SUCCESS;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BAI_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     if let Some(SubCommand::Watcher(args)) = &cli.command {
+        let mut logs = bai_telemetry::TracingConfig::default();
+        if let Some(format) = &cli.log_format {
+            logs.log_format = format.parse().unwrap_or_default();
+        }
+        if let Err(e) = bai_telemetry::init("agent-watcher", &logs) {
+            eprintln!("bai-agent watcher: {e}");
+        }
         return watch(&cli, args);
     }
     let config = match AgentConfig::from_cli(&cli) {
@@ -46,7 +46,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    // Inside the runtime: the span exporter's connection lives on it.
+    let telemetry = {
+        let _entered = runtime.enter();
+        match bai_telemetry::init("agent", &config.tracing.clone().with_env(|k| std::env::var(k).ok())) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("bai-agent: configuration: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    let code = runtime.block_on(async move {
         let mut running = match bai_agent::daemon::start(config, None).await {
             Ok(r) => r,
             Err(e) => {
@@ -75,7 +86,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         code
-    })
+    });
+    // While the runtime still drives the exporter: the last spans go out.
+    telemetry.shutdown();
+    code
 }
 
 fn watch(cli: &Cli, args: &bai_agent::config::WatcherArgs) -> ExitCode {

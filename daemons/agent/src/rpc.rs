@@ -14,6 +14,7 @@ use bai_agent_runtime::rpc::pb::agent_server::{Agent as AgentRpc, AgentServer};
 use bai_agent_runtime::rpc::{pb, TokenCheck, MAX_MESSAGE};
 use bai_core::{KernelId, SessionId};
 use futures::Stream;
+use tonic::codegen::http;
 use tonic::{Request, Response, Status};
 
 use crate::agent::{parse_id, Agent};
@@ -51,6 +52,7 @@ impl AgentService {
         match result {
             Ok(v) => Ok(Response::new(v)),
             Err(e) => {
+                tracing::Span::current().record("otel.status_code", "ERROR");
                 tracing::info!(method, error = %e, "RPC failed");
                 Err(e.into())
             }
@@ -80,6 +82,7 @@ impl AgentRpc for AgentService {
         request: Request<pb::CreateKernelsRequest>,
     ) -> Result<Response<pb::CreateKernelsReply>, Status> {
         let request = request.into_inner();
+        tracing::Span::current().record("session_id", request.session_id.as_str());
         self.call("create_kernels", async {
             let kernels = self.agent.create_kernels(&request).await?;
             Ok(pb::CreateKernelsReply { kernels })
@@ -92,6 +95,11 @@ impl AgentRpc for AgentService {
         request: Request<pb::DestroyKernelRequest>,
     ) -> Result<Response<pb::DestroyKernelReply>, Status> {
         let r = request.into_inner();
+        let span = tracing::Span::current();
+        span.record("kernel_id", r.kernel_id.as_str());
+        if !r.session_id.is_empty() {
+            span.record("session_id", r.session_id.as_str());
+        }
         self.call("destroy_kernel", async {
             let kernel_id: KernelId = parse_id("kernel_id", &r.kernel_id)?;
             let session_id: Option<SessionId> =
@@ -273,6 +281,29 @@ pub fn authenticated(
     Ok(tonic::service::interceptor::InterceptedService::new(server, check))
 }
 
+/// The span of one incoming call, `agent_rpc_server` (`otel.name` the gRPC path, e.g.
+/// `bai.agent.v1.Agent/CreateKernels`): a child of the caller's span when the call carries a
+/// W3C `traceparent` (the manager sends one), so the manager's trace goes on in the agent.
+/// The handlers record `session_id` and `kernel_id` on it when the call names them; every
+/// log line inside carries them and `component = "agent"`.
+pub fn call_span(request: &http::Request<()>) -> tracing::Span {
+    let path = request.uri().path().trim_start_matches('/');
+    let method = path.rsplit('/').next().unwrap_or(path);
+    let span = tracing::info_span!(
+        "agent_rpc_server",
+        otel.name = %path,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        component = "agent",
+        rpc.system = "grpc",
+        rpc.method = %method,
+        session_id = tracing::field::Empty,
+        kernel_id = tracing::field::Empty,
+    );
+    bai_telemetry::propagation::set_parent_from_headers(&span, request.headers());
+    span
+}
+
 /// TLS settings of the server.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -292,7 +323,7 @@ pub async fn serve(
     tls: Option<TlsFiles>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<()> {
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = tonic::transport::Server::builder().trace_fn(call_span);
     if let Some(tls) = tls {
         let read = |p: &std::path::Path| {
             std::fs::read(p)

@@ -1,6 +1,8 @@
 //! [`AgentClients`]: the manager's connections to its agents' RPC servers, one lazily
 //! connected channel per agent address, every call carrying the shared token (and a client
-//! certificate when the agents require mTLS).
+//! certificate when the agents require mTLS). Each call runs in an `agent_rpc` span whose
+//! W3C `traceparent` goes along in the call's metadata, so the agent's handler continues the
+//! caller's trace.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -102,7 +104,8 @@ impl AgentClients {
                 }
             }
         };
-        rpc::client(channel, &self.token).map_err(|e| invalid(e.to_string()))
+        rpc::traced_client(channel, &self.token, Some(bai_telemetry::propagation::inject))
+            .map_err(|e| invalid(e.to_string()))
     }
 
     /// Maps an RPC error status to an [`AgentCallError`] naming the agent.

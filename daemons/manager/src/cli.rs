@@ -19,6 +19,13 @@ pub struct Cli {
     /// The database URL (`[db] url`): postgres://… or sqlite://PATH?mode=rwc.
     #[arg(long, env = "BAI_MANAGER_DB_URL", global = true)]
     pub db_url: Option<String>,
+    /// The log format, `text` or `json` (`[tracing] log-format`).
+    #[arg(long, env = "BAI_MANAGER_LOG_FORMAT", global = true, value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+    /// The OTLP/gRPC endpoint spans are exported to (`[tracing] otlp-endpoint`), e.g.
+    /// `http://otel-collector:4317`; unset means `OTEL_EXPORTER_OTLP_ENDPOINT`, else no export.
+    #[arg(long, env = "BAI_MANAGER_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -156,8 +163,31 @@ fn load_config(cli: &Cli) -> Result<ManagerConfig, CliError> {
     if let Some(url) = &cli.db_url {
         config.db.url = url.clone();
     }
+    if let Some(format) = &cli.log_format {
+        config.tracing.log_format = format
+            .parse()
+            .map_err(|e: bai_telemetry::Error| ConfigError { field: "--log-format".into(), reason: e.reason })?;
+    }
+    if let Some(endpoint) = &cli.otlp_endpoint {
+        config.tracing.otlp_endpoint = endpoint.trim().to_string();
+    }
     config.validate()?;
     Ok(config)
+}
+
+/// The logging and tracing settings of this command line: the file's `[tracing]` with the
+/// flags applied and the `OTEL_*` variables filling what both leave empty. Spans are exported
+/// only by `start-server`; the other commands just log.
+pub fn tracing_config(cli: &Cli) -> Result<bai_telemetry::TracingConfig, CliError> {
+    if matches!(cli.command, Command::PrintSampleConfig) {
+        return Ok(bai_telemetry::TracingConfig::default());
+    }
+    let mut tracing = load_config(cli)?.tracing.with_env(|k| std::env::var(k).ok());
+    if !matches!(cli.command, Command::StartServer(_)) {
+        tracing.otlp_endpoint.clear();
+    }
+    tracing.validate("tracing").map_err(|e| ConfigError { field: e.field, reason: e.reason })?;
+    Ok(tracing)
 }
 
 fn read(path: &PathBuf) -> Result<String, CliError> {

@@ -43,6 +43,8 @@ pub struct ManagerConfig {
     pub storage: StorageSection,
     /// How the manager calls the agents' watchers.
     pub watcher: WatcherSection,
+    /// Log format and OpenTelemetry export.
+    pub tracing: bai_telemetry::TracingConfig,
 }
 
 /// `[manager]`.
@@ -285,6 +287,7 @@ impl ManagerConfig {
         if !self.watcher.token.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(invalid("watcher.token", "must be printable ASCII without spaces"));
         }
+        self.tracing.validate("tracing").map_err(|e| invalid(&e.field, e.reason))?;
         Ok(())
     }
 
@@ -365,6 +368,22 @@ mod tests {
         assert_eq!(c.validate().unwrap_err().field, "watcher.token");
         let err = ManagerConfig::from_toml("[watcher]\naddr = \"x\"\n").unwrap_err().to_string();
         assert!(err.contains("addr"), "{err}");
+    }
+
+    #[test]
+    fn the_tracing_section_is_checked() {
+        let c = ManagerConfig::from_toml(
+            "[tracing]\nlog-format = \"json\"\notlp-endpoint = \"http://127.0.0.1:4317\"\nsample-ratio = 0.5\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.tracing.log_format, bai_telemetry::LogFormat::Json);
+        let c = ManagerConfig::from_toml("[tracing]\notlp-endpoint = \"127.0.0.1:4317\"\n").unwrap();
+        assert_eq!(c.validate().unwrap_err().field, "tracing.otlp-endpoint");
+        let c = ManagerConfig::from_toml("[tracing]\nsample-ratio = -0.1\n").unwrap();
+        assert_eq!(c.validate().unwrap_err().field, "tracing.sample-ratio");
+        let err = ManagerConfig::from_toml("[tracing]\nlog-format = \"xml\"\n").unwrap_err().to_string();
+        assert!(err.contains("xml"), "{err}");
     }
 
     #[test]

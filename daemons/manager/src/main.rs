@@ -7,13 +7,13 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BAI_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let tracing_config = match cli::tracing_config(&cli) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("bai-manager: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -21,7 +21,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    // Inside the runtime: the span exporter's connection lives on it.
+    let telemetry = {
+        let _entered = runtime.enter();
+        match bai_telemetry::init("manager", &tracing_config) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("bai-manager: configuration: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let code = runtime.block_on(async move {
         let Command::StartServer(args) = &cli.command else {
             return match cli::run_once(&cli).await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -56,5 +67,8 @@ fn main() -> ExitCode {
         };
         running.shutdown().await;
         code
-    })
+    });
+    // While the runtime still drives the exporter: the last spans go out.
+    telemetry.shutdown();
+    code
 }

@@ -51,6 +51,10 @@ pub struct Manager {
     redispatching: std::sync::Mutex<std::collections::HashSet<SessionId>>,
     /// The storage hosts folders are mounted from (see [`Manager::set_volumes`]).
     volumes: OnceLock<Arc<crate::volumes::Volumes>>,
+    /// The trace context (`traceparent`) of the request that created each session still
+    /// waiting for its dispatch, which continues that trace (see
+    /// [`Manager::remember_creation_trace`]).
+    creation_traces: std::sync::Mutex<std::collections::HashMap<SessionId, String>>,
 }
 
 /// How many ordered lanes handle events concurrently (see [`Manager::spawn`]).
@@ -73,6 +77,10 @@ fn lane_of(delivery: &bai_agent_runtime::bus::Delivery, lanes: usize) -> usize {
 
 /// How many placed sessions one scheduling pass sends to their agents at once.
 pub const DISPATCH_CONCURRENCY: usize = 64;
+
+/// The most creation trace contexts a manager keeps (see [`Manager::remember_creation_trace`]);
+/// past that, new sessions' dispatches start traces of their own.
+pub const MAX_CREATION_TRACES: usize = 10_000;
 
 /// The default of [`Manager::set_dispatch_timeout`] (`[manager] dispatch-timeout`).
 pub const DISPATCH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -108,7 +116,38 @@ impl Manager {
             dispatch_timeout_ms: std::sync::atomic::AtomicU64::new(DISPATCH_TIMEOUT.as_millis() as u64),
             redispatching: Default::default(),
             volumes: OnceLock::new(),
+            creation_traces: Default::default(),
         })
+    }
+
+    /// Keeps the trace context of the current span (the API request creating `session_id`) so
+    /// that the session's dispatch, in a later scheduling pass, continues the same trace. Does
+    /// nothing when spans are not exported. Kept in this process only: a session placed by
+    /// another manager starts a trace of its own there.
+    pub fn remember_creation_trace(&self, session_id: SessionId) {
+        let Some(traceparent) = bai_telemetry::propagation::traceparent(&tracing::Span::current()) else { return };
+        let mut traces = lock(&self.creation_traces);
+        if traces.len() < MAX_CREATION_TRACES {
+            traces.insert(session_id, traceparent);
+        }
+    }
+
+    /// The span of a session's dispatch: `dispatch` with `session_id` (and `user_id`, recorded
+    /// by [`scheduler::dispatch_observed`]). A child of the request that created the session
+    /// when its trace context is known, linked to the current span (the scheduling pass);
+    /// else a child of the current span.
+    fn dispatch_span(&self, session_id: SessionId) -> tracing::Span {
+        let span = tracing::info_span!(
+            "dispatch",
+            session_id = %session_id,
+            user_id = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        if let Some(traceparent) = lock(&self.creation_traces).remove(&session_id) {
+            bai_telemetry::propagation::set_parent_from_traceparent(&span, &traceparent);
+            bai_telemetry::propagation::add_link(&span, &tracing::Span::current());
+        }
+        span
     }
 
     /// Waits (up to `limit`) until the event consumer [`spawn`](Self::spawn) starts reads the
@@ -307,32 +346,55 @@ impl Manager {
         self.emit(event).await;
     }
 
-    /// One scheduling pass and the dispatch of what it placed.
+    /// One scheduling pass and the dispatch of what it placed. A pass that placed or
+    /// cancelled something runs the rest in a `scheduler_pass` span (empty passes, every
+    /// `schedule-interval`, leave no trace), each placed session's dispatch in its own
+    /// [`dispatch` span](Self::dispatch_span).
     pub async fn schedule_once(&self) -> Result<PassReport, DbError> {
         let started = Instant::now();
         let report = scheduler::schedule_pass(&self.db, &self.scheduler, Utc::now()).await;
         self.observe_action("session", "schedule", started, &report);
         let report = report?;
+        if report.scheduled.is_empty() && report.cancelled.is_empty() {
+            return Ok(report);
+        }
+        let pass = tracing::info_span!(
+            "scheduler_pass",
+            scheduled = report.scheduled.len(),
+            cancelled = report.cancelled.len(),
+            blocked = report.blocked,
+            plan_ms = started.elapsed().as_millis() as u64,
+        );
+        tracing::Instrument::instrument(self.dispatch_placed(report), pass).await
+    }
+
+    async fn dispatch_placed(&self, report: PassReport) -> Result<PassReport, DbError> {
         for session_id in &report.cancelled {
+            lock(&self.creation_traces).remove(session_id);
             self.announce(*session_id, SessionStatus::Cancelled).await;
         }
         // Sessions are independent once placed: send them to their agents concurrently (a
         // slow agent, or a long image pull behind its create_kernels, holds up only its own).
         futures::stream::iter(report.scheduled.iter().copied())
-            .for_each_concurrent(DISPATCH_CONCURRENCY, |session_id| async move {
-                self.announce(session_id, SessionStatus::Scheduled).await;
-                let started = Instant::now();
-                let dispatched = scheduler::dispatch_observed(
-                    &self.db,
-                    &self.clients,
-                    session_id,
-                    self.metrics().map(|m| m.as_ref()),
-                )
-                .await;
-                self.observe_action("session", "dispatch", started, &dispatched);
-                if let Err(e) = dispatched {
-                    tracing::warn!(session = %session_id, error = %e, "dispatch failed");
-                }
+            .for_each_concurrent(DISPATCH_CONCURRENCY, |session_id| {
+                let span = self.dispatch_span(session_id);
+                let dispatch = async move {
+                    self.announce(session_id, SessionStatus::Scheduled).await;
+                    let started = Instant::now();
+                    let dispatched = scheduler::dispatch_observed(
+                        &self.db,
+                        &self.clients,
+                        session_id,
+                        self.metrics().map(|m| m.as_ref()),
+                    )
+                    .await;
+                    self.observe_action("session", "dispatch", started, &dispatched);
+                    if let Err(e) = dispatched {
+                        tracing::Span::current().record("otel.status_code", "ERROR");
+                        tracing::warn!(session = %session_id, error = %e, "dispatch failed");
+                    }
+                };
+                tracing::Instrument::instrument(dispatch, span)
             })
             .await;
         Ok(report)
@@ -386,9 +448,11 @@ impl Manager {
                     tracing::warn!(kernel = %k.id, error = %e, "cannot refresh a kernel's agent address");
                 }
             }
-            let dispatched =
-                scheduler::dispatch_observed(&self.db, &self.clients, session_id, self.metrics().map(|m| m.as_ref()))
-                    .await;
+            let dispatched = tracing::Instrument::instrument(
+                scheduler::dispatch_observed(&self.db, &self.clients, session_id, self.metrics().map(|m| m.as_ref())),
+                self.dispatch_span(session_id),
+            )
+            .await;
             if let Err(e) = dispatched {
                 tracing::warn!(session = %session_id, error = %e, "dispatch failed");
             }
@@ -480,12 +544,14 @@ impl Manager {
             tracing::warn!(session = %session_id, status = %s.status.0, "the session's creation stalled; sending it to its agents again");
             sent.push(session_id);
             let me = self.clone();
-            tokio::spawn(async move {
+            let span = tracing::info_span!("redispatch", session_id = %session_id);
+            let resend = async move {
                 if let Err(e) = scheduler::resend_creation(&me.db, &me.clients, session_id).await {
                     tracing::warn!(session = %session_id, error = %e, "re-sending the creation failed; trying again later");
                 }
                 lock(&me.redispatching).remove(&session_id);
-            });
+            };
+            tokio::spawn(tracing::Instrument::instrument(resend, span));
         }
         Ok(sent)
     }
@@ -542,6 +608,7 @@ impl Manager {
                 }
                 repo::force_session_status(&txn, session_id, SessionStatus::Cancelled, Some(reason), None).await?;
                 txn.commit().await?;
+                lock(&self.creation_traces).remove(&session_id);
                 self.announce(session_id, SessionStatus::Cancelled).await;
                 return Ok(SessionStatus::Cancelled);
             }

@@ -357,6 +357,10 @@ pub async fn dispatch_observed(
     metrics: Option<&crate::metrics::ManagerMetrics>,
 ) -> Result<(), DbError> {
     let requests = creation_requests(db, session_id).await?;
+    // The dispatch span (see `Manager::schedule_once`) and its log lines name the owner.
+    if let Some(owner) = requests.values().flat_map(|r| &r.kernels).map(|k| &k.owner_user_id).next() {
+        tracing::Span::current().record("user_id", owner.as_str());
+    }
     // One transaction: a manager dying here leaves the session and its kernels all SCHEDULED
     // (to be dispatched again, see `Manager::resume_scheduled`) or all PREPARING, never a
     // SCHEDULED session whose kernels look claimed.

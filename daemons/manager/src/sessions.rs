@@ -1146,6 +1146,9 @@ pub async fn create_session(manager: &Manager, ctx: &AuthContext, request: Creat
     drop(_guard);
 
     let id = SessionId::from_uuid(session_id);
+    // The request's span names the session, and its dispatch will continue the request's trace.
+    tracing::Span::current().record("session_id", tracing::field::display(id));
+    manager.remember_creation_trace(id);
     tracing::info!(session = %id, name = %request.name, owner = %owner.access_key, image = %image_name, "session enqueued");
     // Subscribe before waking the scheduler so that no status change is missed.
     let events = if request.enqueue_only { None } else { manager.bus().subscribe().await.ok() };

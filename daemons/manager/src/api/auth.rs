@@ -523,6 +523,11 @@ pub async fn authenticate(State(state): State<ApiState>, mut req: Request, next:
         Err(err) => return err.into_response(),
     };
 
+    // The request's span (see `super::telemetry`) and every log line in it name the caller.
+    let span = tracing::Span::current();
+    span.record("access_key", ctx.access_key());
+    span.record("user_id", tracing::field::display(ctx.credential.user_id));
+
     // 5. the rate limit
     let limit_status = if ctx.credential.rate_limit > 0 {
         match state.rate_limiter().check(ctx.access_key(), ctx.credential.rate_limit).await {

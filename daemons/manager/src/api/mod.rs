@@ -10,7 +10,8 @@
 //!   [`authenticate`] middleware (§4) and the [`AuthContext`] extractor;
 //! - [`ratelimit`]: the per-keypair rate limit (§4.5);
 //! - [`extract`]: body and query extractors whose errors name the offending field;
-//! - [`clock`]: the clock the date-skew check reads, overridable in tests.
+//! - [`clock`]: the clock the date-skew check reads, overridable in tests;
+//! - [`telemetry`]: the span of each request.
 //!
 //! # Adding endpoints
 //!
@@ -50,6 +51,7 @@ pub mod ratelimit;
 pub mod resource;
 pub mod session;
 pub mod stream;
+pub mod telemetry;
 pub mod version;
 pub mod vfolder;
 
@@ -224,8 +226,9 @@ impl ApiRouter {
 
     /// The finished router: the signed routes behind [`authenticate`], everything behind
     /// [`negotiate_version`] and [`normalize_errors`], unknown paths answering 404
-    /// `url-not-found`; outermost, [`crate::metrics::record_api_metrics`] records every
-    /// request when the state has a [`crate::metrics::ManagerMetrics`] service.
+    /// `url-not-found`; outside those, [`crate::metrics::record_api_metrics`] records every
+    /// request when the state has a [`crate::metrics::ManagerMetrics`] service, and outermost
+    /// [`telemetry::trace_request`] runs each request in its span.
     pub fn build(self, state: ApiState) -> Router {
         let signed = self.signed.route_layer(axum::middleware::from_fn_with_state(state.clone(), authenticate));
         self.public
@@ -234,6 +237,7 @@ impl ApiRouter {
             .layer(axum::middleware::from_fn(negotiate_version))
             .layer(axum::middleware::from_fn(normalize_errors))
             .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::record_api_metrics))
+            .layer(axum::middleware::from_fn(telemetry::trace_request))
             .with_state(state)
     }
 }
