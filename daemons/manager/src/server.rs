@@ -189,7 +189,8 @@ pub fn app(state: ApiState) -> Router {
                 .merge(crate::api::apps::routes())
                 .merge(crate::api::gql::routes())
                 .merge(crate::api::resource::routes())
-                .merge(crate::api::vfolder::routes()),
+                .merge(crate::api::vfolder::routes())
+                .merge(crate::api::config::routes()),
         )
         .public(
             crate::api::vfolder::public_routes()

@@ -208,3 +208,33 @@ async fn presets_and_check_presets() {
     assert!(gone.status == 200 || gone.status == 204, "{}", gone.body);
     running.shutdown().await;
 }
+
+/// The read-only routes of `admin resource query-slots / vfolder-types / docker-registries`
+/// and the CLI's announcement check.
+#[tokio::test]
+async fn cluster_settings_and_the_announcement() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = common::all_in_one(dir.path()).await;
+    let addr = m.api_addr;
+
+    let slots = common::request(addr, Some(common::USER), "GET", "/config/resource-slots", None).await;
+    assert_eq!(slots.status, 200, "{}", slots.body);
+    let slots = slots.json();
+    assert_eq!((&slots["cpu"], &slots["mem"]), (&json!("count"), &json!("bytes")), "{slots}");
+    assert!(slots.as_object().unwrap().values().all(Value::is_string), "every unit is a string: {slots}");
+
+    let types = common::request(addr, Some(common::USER), "GET", "/config/vfolder-types", None).await;
+    assert_eq!(types.json(), json!(["user", "group"]));
+    let registries = common::request(addr, Some(common::USER), "GET", "/config/docker-registries", None).await;
+    assert_eq!(registries.status, 200, "{}", registries.body);
+    assert!(registries.json().is_object(), "{}", registries.body);
+    let unsigned = common::request(addr, None, "GET", "/config/resource-slots", None).await;
+    assert_eq!(unsigned.status, 401, "{}", unsigned.body);
+
+    let none = common::request(addr, Some(common::USER), "GET", "/manager/announcement", None).await;
+    assert_eq!(none.json(), json!({"enabled": false, "message": ""}));
+    m.shared.put(bai_manager::api::config::ANNOUNCEMENT_KEY, "Maintenance at **09:00 UTC**.").await.unwrap();
+    let some = common::request(addr, Some(common::USER), "GET", "/manager/announcement", None).await;
+    assert_eq!(some.json(), json!({"enabled": true, "message": "Maintenance at **09:00 UTC**."}));
+    m.shutdown().await;
+}

@@ -40,6 +40,7 @@
 pub mod apps;
 pub mod auth;
 pub mod clock;
+pub mod config;
 pub mod console;
 pub mod error;
 pub mod events;

@@ -216,6 +216,11 @@ pub fn operations() -> Vec<Operation> {
             .json(json!({"agent_id": string()}), &["agent_id"]),
         op("POST", "/resource/watcher/agent/restart", "Restarts an agent through its watcher (superadmin).")
             .json(json!({"agent_id": string()}), &["agent_id"]),
+        // cluster-wide settings the CLI reads
+        op("GET", "/config/resource-slots", "The cluster's resource slots and their units."),
+        op("GET", "/config/vfolder-types", "The kinds of virtual folders."),
+        op("GET", "/config/docker-registries", "The registries images come from."),
+        op("GET", "/manager/announcement", "The operators' announcement, if any."),
         // virtual folders
         op("POST", "/folders", "Creates a virtual folder.").json(
             json!({"name": string(), "host": {"type": "string", "nullable": true}, "group": {"type": "string", "nullable": true},
@@ -381,6 +386,7 @@ mod tests {
     const SOURCES: &[(&str, &str)] = &[
         ("mod.rs", include_str!("mod.rs")),
         ("apps.rs", include_str!("apps.rs")),
+        ("config.rs", include_str!("config.rs")),
         ("console.rs", include_str!("console.rs")),
         ("events.rs", include_str!("events.rs")),
         ("gql/mod.rs", include_str!("gql/mod.rs")),
