@@ -7,10 +7,12 @@
 //! with an embedded agent), [`local`] a self-contained one in a directory, [`cli`] is the
 //! command line, [`metrics`] the Prometheus endpoint, [`agent_client`] the agents' RPC
 //! clients, [`watcher_client`] the agents' watchers' and [`tls`] the API listener's optional
-//! TLS. See docs/ARCHITECTURE.md for the invariants.
+//! TLS. [`registry`] scans container registries into the image list, [`bgtask`] runs long
+//! operations in the background with progress. See docs/ARCHITECTURE.md for the invariants.
 
 pub mod agent_client;
 pub mod api;
+pub mod bgtask;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -19,6 +21,7 @@ pub mod lifecycle;
 pub mod local;
 pub mod manager;
 pub mod metrics;
+pub mod registry;
 pub mod scheduler;
 pub mod server;
 pub mod sessions;

@@ -49,6 +49,10 @@ pub struct Manager {
     dispatch_timeout_ms: std::sync::atomic::AtomicU64,
     /// Sessions a re-dispatch of this manager is sending right now.
     redispatching: std::sync::Mutex<std::collections::HashSet<SessionId>>,
+    /// Long operations started through the API (image rescans), with their progress.
+    bgtasks: crate::bgtask::BackgroundTasks,
+    /// The container registries image rescans walk (see [`Manager::set_registries`]).
+    registries: OnceLock<crate::registry::RegistrySources>,
 }
 
 /// How many ordered lanes handle events concurrently (see [`Manager::spawn`]).
@@ -105,7 +109,25 @@ impl Manager {
             utilisation: Default::default(),
             dispatch_timeout_ms: std::sync::atomic::AtomicU64::new(DISPATCH_TIMEOUT.as_millis() as u64),
             redispatching: Default::default(),
+            bgtasks: Default::default(),
+            registries: OnceLock::new(),
         })
+    }
+
+    /// The background tasks of this manager.
+    pub fn bgtasks(&self) -> &crate::bgtask::BackgroundTasks {
+        &self.bgtasks
+    }
+
+    /// Sets where the container registries are configured (only the first call has an
+    /// effect; without one, there are none).
+    pub fn set_registries(&self, sources: crate::registry::RegistrySources) {
+        let _ = self.registries.set(sources);
+    }
+
+    /// Where the container registries are configured.
+    pub fn registries(&self) -> crate::registry::RegistrySources {
+        self.registries.get().cloned().unwrap_or_default()
     }
 
     /// Waits (up to `limit`) until the event consumer [`spawn`](Self::spawn) starts reads the
