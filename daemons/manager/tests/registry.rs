@@ -447,3 +447,58 @@ async fn registry_images_rescan_alias_and_allowed_registries() {
     assert!(gone["ok"] == false && gone["msg"].as_str().unwrap().contains("no alias named"), "{gone}");
     running.shutdown().await;
 }
+
+/// Registries configured in etcd under the original's keys join those of the file; the
+/// file's win on a shared name, and a bad etcd entry is refused naming its key.
+#[tokio::test]
+async fn etcd_keys_configure_registries() {
+    let Some(endpoints) = bai_test_support::service_env("BAI_TEST_ETCD_ENDPOINTS") else { return };
+    let endpoints: Vec<String> =
+        endpoints.split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_string).collect();
+    let namespace = format!("registry-test-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+    let mut client = etcd_client::Client::connect(&endpoints, None).await.expect("etcd");
+    let prefix = format!("/bai/{namespace}/config/docker/registry");
+    for (key, value) in [
+        ("cr.example.com", "https://cr.example.com"),
+        ("cr.example.com/type", "docker"),
+        ("cr.example.com/username", "robot"),
+        ("cr.example.com/password", "s3cret"),
+        ("cr.example.com/project", "stable, community"),
+        ("localhost%3A5000", "http://localhost:5000"),
+        ("shadowed", "http://from-etcd.example.com"),
+    ] {
+        client.put(format!("{prefix}/{key}"), value, None).await.expect("etcd put");
+    }
+    let mut config = bai_manager::config::ManagerConfig::default();
+    config.etcd.endpoints = endpoints.clone();
+    config.etcd.namespace = namespace.clone();
+    config.registries.insert("shadowed".into(), section("http://from-file.example.com", None, &[]));
+    let sources = bai_manager::registry::RegistrySources::from_config(&config).unwrap();
+    let resolved = sources.resolve().await.expect("registries");
+    let summary: Vec<(String, String, Option<String>, Vec<String>)> =
+        resolved.iter().map(|r| (r.name.clone(), r.url.to_string(), r.username.clone(), r.projects.clone())).collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "cr.example.com".to_string(),
+                "https://cr.example.com/".to_string(),
+                Some("robot".to_string()),
+                vec!["stable".to_string(), "community".to_string()]
+            ),
+            ("localhost:5000".into(), "http://localhost:5000/".into(), None, vec![]),
+            ("shadowed".into(), "http://from-file.example.com/".into(), None, vec![]),
+        ]
+    );
+    assert_eq!(resolved[0].password.as_deref(), Some("s3cret"));
+    assert_eq!(resolved[1].host(), "localhost:5000");
+
+    client.put(format!("{prefix}/bad/type"), "harbor2", None).await.expect("etcd put");
+    client.put(format!("{prefix}/bad"), "http://bad.example.com", None).await.expect("etcd put");
+    let err = sources.resolve().await.unwrap_err().to_string();
+    assert!(err.contains(&format!("{prefix}/bad")) && err.contains("harbor2"), "{err}");
+    client
+        .delete(format!("/bai/{namespace}/"), Some(etcd_client::DeleteOptions::new().with_prefix()))
+        .await
+        .expect("etcd clean-up");
+}

@@ -16,7 +16,7 @@
 //! Comment lines keep idle connections alive.
 //!
 //! `GET /events/background-task?taskId=<uuid>` (`task_id` is what the 23.09 client sends)
-//! follows a background task ([`crate::bgtask`]): `bgtask_updated` frames while it runs, then
+//! follows a background task ([`crate::bgtask`]): `bgtask_updated` frames as it progresses, then
 //! one of `bgtask_done`, `bgtask_failed` or `bgtask_cancelled`, each with data
 //! `{"task_id", "status", "current_progress", "total_progress", "message"}`, then
 //! `server_close` `{}`. A task that already finished (and is still retained) answers its
@@ -346,12 +346,21 @@ impl TaskPump {
             self.done = true;
             return Some(SseEvent::default().event("server_close").data("{}"));
         }
-        if !self.first && self.state.changed().await.is_err() {
+        if self.first {
+            self.first = false;
+            let state = self.state.borrow_and_update().clone();
+            if state.status.is_finished() {
+                return Some(self.frame(&state));
+            }
+        }
+        // A running task's state is sent on its next change, as the original does: the 23.09
+        // CLI's progress display breaks on a `bgtask_updated` that arrives with the response's
+        // headers, before its spinner has started.
+        if self.state.changed().await.is_err() {
             // The task was forgotten without a final state (cannot happen while it is retained).
             self.done = true;
             return Some(SseEvent::default().event("server_close").data("{}"));
         }
-        self.first = false;
         let state = self.state.borrow_and_update().clone();
         Some(self.frame(&state))
     }
