@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End to end with the official Backend.AI client: installs backend.ai-client 23.9.10 in a venv,
 # starts an all-in-one bai-manager (an embedded agent on Docker), and drives sessions, the admin
-# listings, a second user's isolation, the session's apps (`backend.ai app` forwarding a local
+# listings, an image rescan (a background task) and alias, a second user's isolation, the session's apps (`backend.ai app` forwarding a local
 # port) and virtual folders through the unmodified `backend.ai` CLI, asserting on its output; then runs code through our own `bai` CLI against the same
 # manager.
 #
@@ -103,6 +103,19 @@ out="$(cli --output json admin agent list 2>&1)"
 grep -q "\"$agent_id\"" <<<"$out" || fail "admin agent list does not show $agent_id: $out"
 out="$(cli --output json admin image list 2>&1)"
 grep -q "\"${image%%:*}\"" <<<"$out" || fail "admin image list does not show ${image%%:*}: $out"
+
+say "backend.ai admin image rescan (a background task), alias and dealias"
+out="$(cli admin image rescan 2>&1)" || fail "admin image rescan: $out"
+echo "$out"
+grep -q "Finished registry scanning" <<<"$out" || fail "admin image rescan did not report the task's end: $out"
+out="$(cli admin image alias e2e-python "$image" 2>&1)" || fail "admin image alias: $out"
+grep -q "An alias has created: e2e-python" <<<"$out" || fail "admin image alias: $out"
+out="$(cli --output json admin image list 2>&1)"
+grep -q '"e2e-python"' <<<"$out" || fail "admin image list does not show the alias: $out"
+out="$(cli admin image alias e2e-python "$image" 2>&1)"
+grep -q "Aliasing has failed: alias: \"e2e-python\" already names" <<<"$out" || fail "a second alias was not refused: $out"
+out="$(cli admin image dealias e2e-python 2>&1)" || fail "admin image dealias: $out"
+grep -q "The alias has been removed: e2e-python" <<<"$out" || fail "admin image dealias: $out"
 
 say "a second user sees only their own sessions"
 out="$(cli admin user add default carol@example.com 'carol-password-1' 2>&1)" || fail "admin user add: $out"

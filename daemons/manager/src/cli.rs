@@ -84,8 +84,14 @@ pub enum FixtureAction {
 /// `image …`.
 #[derive(Debug, clap::Subcommand)]
 pub enum ImageAction {
-    /// Asks every live agent for its images and records them (needs `[agent-rpc] token`).
-    Rescan,
+    /// Records the images of every live agent (needs `[agent-rpc] token`) and of every
+    /// configured container registry (`[registries.*]`, etcd), printing progress; with
+    /// `--registry`, that registry only.
+    Rescan {
+        /// Scan only this configured registry (and no agent).
+        #[arg(long, short = 'r')]
+        registry: Option<String>,
+    },
 }
 
 /// `keypair …`.
@@ -239,28 +245,42 @@ pub async fn run_once(cli: &Cli) -> Result<(), CliError> {
             println!("Secret key: {secret_key}");
             println!("User:       {email}");
         }
-        Command::Image { action: ImageAction::Rescan } => {
+        Command::Image { action: ImageAction::Rescan { registry } } => {
             let config = load_config(cli)?;
             let db = server::database(&config).await?;
-            let token = config.local_agent_token()?.ok_or_else(|| ConfigError {
-                field: "agent-rpc.token".into(),
-                reason: "the agents' RPC token is needed to ask them: set [agent-rpc] token or token-file".into(),
-            })?;
-            let clients = server::agent_clients(&config, &token)?;
-            let mut failed = 0;
-            for report in crate::images::scan_all(&db, &clients).await? {
-                match report {
-                    Ok(r) => {
-                        println!("{}: {} image tag(s), {} added, {} updated", r.agent, r.images, r.added, r.updated)
-                    }
-                    Err((agent, e)) => {
-                        failed += 1;
-                        eprintln!("{agent}: {e}");
-                    }
+            let sources = crate::registry::RegistrySources::from_config(&config)?;
+            let configured = sources.resolve().await.map_err(|e| CliError::Failed(e.to_string()))?;
+            let (clients, registries) = match registry.as_deref().filter(|r| !r.is_empty()) {
+                Some(name) => {
+                    let found = configured.iter().find(|r| r.name == name).cloned().ok_or_else(|| {
+                        let names: Vec<&str> = configured.iter().map(|r| r.name.as_str()).collect();
+                        CliError::Failed(format!(
+                            "--registry: no registry named {name:?} is configured (configured: {})",
+                            if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                        ))
+                    })?;
+                    (None, vec![found])
                 }
-            }
-            if failed > 0 {
-                return Err(CliError::Failed(format!("{failed} agent(s) could not be scanned")));
+                None => {
+                    let token = config.local_agent_token()?.ok_or_else(|| ConfigError {
+                        field: "agent-rpc.token".into(),
+                        reason: "the agents' RPC token is needed to ask them: set [agent-rpc] token or token-file"
+                            .into(),
+                    })?;
+                    (Some(server::agent_clients(&config, &token)?), configured)
+                }
+            };
+            let progress = std::sync::Mutex::new((0u64, 0u64));
+            let on_step = |step: crate::registry::Step<'_>| {
+                let mut p = progress.lock().unwrap_or_else(|p| p.into_inner());
+                p.0 += step.found;
+                p.1 += step.done;
+                println!("[{}/{}] {}", p.1, p.0.max(p.1), step.message);
+            };
+            let report = crate::images::rescan(&db, clients.as_deref(), &registries, &on_step).await?;
+            println!("{}", report.summary());
+            if !report.ok() {
+                return Err(CliError::Failed("some agents or registries could not be scanned".into()));
             }
         }
         Command::StartServer(_) => unreachable!("start-server is run by `serve`"),

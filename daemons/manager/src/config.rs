@@ -45,6 +45,9 @@ pub struct ManagerConfig {
     pub watcher: WatcherSection,
     /// Log format and OpenTelemetry export.
     pub tracing: bai_telemetry::TracingConfig,
+    /// Container registries (Docker Registry HTTP API v2) whose images `rescan_images` lists,
+    /// by name: `[registries.<name>]`.
+    pub registries: std::collections::BTreeMap<String, RegistrySection>,
 }
 
 /// `[manager]`.
@@ -220,6 +223,60 @@ impl Default for WatcherSection {
     }
 }
 
+/// `[registries.<name>]`: a Docker Registry (HTTP API v2) whose repositories an image rescan
+/// walks. The name is what the image rows' `registry` column and domains'
+/// `allowed_docker_registries` say; name it after its host, as the original does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RegistrySection {
+    /// The registry's base URL, e.g. `https://cr.example.com` or `http://127.0.0.1:5000`.
+    pub url: String,
+    /// The registry's API: only `docker` (the Docker Registry HTTP API v2) is supported.
+    #[serde(rename = "type", default = "docker_registry_type")]
+    pub kind: String,
+    /// The user for basic auth or for the token service.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Its password.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Only the repositories under these projects (the first path component); empty: all.
+    #[serde(default)]
+    pub project: Vec<String>,
+}
+
+fn docker_registry_type() -> String {
+    "docker".into()
+}
+
+impl RegistrySection {
+    /// Checks the section of registry `name`; errors name `registries.<name>.<key>`.
+    pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        let field = |key: &str| format!("registries.{name}.{key}");
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':')) {
+            return Err(invalid(
+                &format!("registries.{name}"),
+                "a registry name is letters, digits, '.', '-', '_' or ':' (e.g. its host)",
+            ));
+        }
+        if self.kind != "docker" {
+            return Err(invalid(&field("type"), format!("{:?} is not supported: expected \"docker\"", self.kind)));
+        }
+        match reqwest::Url::parse(&self.url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {}
+            Ok(_) => return Err(invalid(&field("url"), format!("{:?} is not an http:// or https:// URL", self.url))),
+            Err(e) => return Err(invalid(&field("url"), format!("{:?} is not a URL: {e}", self.url))),
+        }
+        if self.password.is_some() && self.username.is_none() {
+            return Err(invalid(&field("password"), "a password needs a username"));
+        }
+        if let Some(p) = self.project.iter().find(|p| p.is_empty() || p.contains('/')) {
+            return Err(invalid(&field("project"), format!("{p:?} is not a project name (one path component)")));
+        }
+        Ok(())
+    }
+}
+
 /// The documented sample configuration.
 pub const SAMPLE: &str = include_str!("../configs/manager.sample.toml");
 
@@ -288,6 +345,9 @@ impl ManagerConfig {
             return Err(invalid("watcher.token", "must be printable ASCII without spaces"));
         }
         self.tracing.validate("tracing").map_err(|e| invalid(&e.field, e.reason))?;
+        for (name, registry) in &self.registries {
+            registry.validate(name)?;
+        }
         Ok(())
     }
 
@@ -384,6 +444,24 @@ mod tests {
         assert_eq!(c.validate().unwrap_err().field, "tracing.sample-ratio");
         let err = ManagerConfig::from_toml("[tracing]\nlog-format = \"xml\"\n").unwrap_err().to_string();
         assert!(err.contains("xml"), "{err}");
+    }
+
+    #[test]
+    fn registries_are_checked() {
+        let c = ManagerConfig::from_toml(
+            "[registries.\"cr.example.com\"]\nurl = \"https://cr.example.com\"\nusername = \"u\"\npassword = \"p\"\nproject = [\"stable\"]\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let r = &c.registries["cr.example.com"];
+        assert_eq!((r.kind.as_str(), r.project.as_slice()), ("docker", &["stable".to_string()][..]));
+        let bad = |text: &str| ManagerConfig::from_toml(text).unwrap().validate().unwrap_err().field;
+        assert_eq!(bad("[registries.r]\nurl = \"ftp://x\"\n"), "registries.r.url");
+        assert_eq!(bad("[registries.r]\nurl = \"http://x\"\ntype = \"harbor2\"\n"), "registries.r.type");
+        assert_eq!(bad("[registries.r]\nurl = \"http://x\"\npassword = \"p\"\n"), "registries.r.password");
+        assert_eq!(bad("[registries.\"a b\"]\nurl = \"http://x\"\n"), "registries.a b");
+        let err = ManagerConfig::from_toml("[registries.r]\nurl = \"http://x\"\nuser = \"u\"\n").unwrap_err();
+        assert!(err.to_string().contains("user"), "{err}");
     }
 
     #[test]

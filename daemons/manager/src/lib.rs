@@ -8,10 +8,13 @@
 //! command line, [`metrics`] the Prometheus endpoint, [`agent_client`] the agents' RPC
 //! clients, [`watcher_client`] the agents' watchers' and [`tls`] the API listener's optional
 //! TLS. [`shared_config`] is the cluster's shared configuration (etcd or a file) and
-//! [`volumes`] the storage hosts it defines. See docs/ARCHITECTURE.md for the invariants.
+//! [`volumes`] the storage hosts it defines; [`registry`] scans container registries into the
+//! image list, [`bgtask`] runs long operations in the background with progress. See
+//! docs/ARCHITECTURE.md for the invariants.
 
 pub mod agent_client;
 pub mod api;
+pub mod bgtask;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -20,6 +23,7 @@ pub mod lifecycle;
 pub mod local;
 pub mod manager;
 pub mod metrics;
+pub mod registry;
 pub mod scheduler;
 pub mod server;
 pub mod sessions;

@@ -55,6 +55,10 @@ pub struct Manager {
     /// waiting for its dispatch, which continues that trace (see
     /// [`Manager::remember_creation_trace`]).
     creation_traces: std::sync::Mutex<std::collections::HashMap<SessionId, String>>,
+    /// Long operations started through the API (image rescans), with their progress.
+    bgtasks: crate::bgtask::BackgroundTasks,
+    /// The container registries image rescans walk (see [`Manager::set_registries`]).
+    registries: OnceLock<crate::registry::RegistrySources>,
 }
 
 /// How many ordered lanes handle events concurrently (see [`Manager::spawn`]).
@@ -117,7 +121,25 @@ impl Manager {
             redispatching: Default::default(),
             volumes: OnceLock::new(),
             creation_traces: Default::default(),
+            bgtasks: Default::default(),
+            registries: OnceLock::new(),
         })
+    }
+
+    /// The background tasks of this manager.
+    pub fn bgtasks(&self) -> &crate::bgtask::BackgroundTasks {
+        &self.bgtasks
+    }
+
+    /// Sets where the container registries are configured (only the first call has an
+    /// effect; without one, there are none).
+    pub fn set_registries(&self, sources: crate::registry::RegistrySources) {
+        let _ = self.registries.set(sources);
+    }
+
+    /// Where the container registries are configured.
+    pub fn registries(&self) -> crate::registry::RegistrySources {
+        self.registries.get().cloned().unwrap_or_default()
     }
 
     /// Keeps the trace context of the current span (the API request creating `session_id`) so

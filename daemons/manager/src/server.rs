@@ -290,6 +290,7 @@ pub async fn start(mut config: ManagerConfig, options: StartOptions) -> Result<R
         ManagerConfig::seconds(config.manager.heartbeat_timeout),
     );
     manager.set_dispatch_timeout(ManagerConfig::seconds(config.manager.dispatch_timeout));
+    manager.set_registries(crate::registry::RegistrySources::from_config(&config)?);
     let metrics = Arc::new(ManagerMetrics::new());
     manager.set_metrics(metrics.clone());
     let metrics_listener = tokio::net::TcpListener::bind(config.manager.metrics_listen)

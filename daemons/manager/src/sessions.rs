@@ -979,13 +979,61 @@ async fn resolve_mounts(
     Ok(mounts)
 }
 
+/// Refuses (403) an image from a registry the domain does not allow. Only domains whose
+/// `allowed_docker_registries` is not empty are restricted. The image's registry is that of
+/// its row (found by the name or alias the request gives, else by the canonical reference);
+/// rows the agents reported from their own engines stay allowed, and so does an unknown image
+/// whose reference names no configured registry's host (the agents' engines may hold it).
+async fn check_registry_allowed(
+    manager: &Manager,
+    domain: &str,
+    request: &CreateRequest,
+    img: Option<&image::Model>,
+) -> Result<(), ApiError> {
+    let db = manager.db();
+    let Some(row) = repo::get_domain(db, domain).await.map_err(db_error)? else { return Ok(()) };
+    let allowed = &row.allowed_docker_registries.0;
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    let found = match img {
+        Some(i) => Some(i.clone()),
+        None => match request.image.parse::<bai_core::ImageRef>() {
+            Ok(reference) => {
+                repo::find_image(db, &reference.canonical(), &request.architecture).await.map_err(db_error)?
+            }
+            Err(_) => None,
+        },
+    };
+    let registry = match found {
+        Some(i) if i.is_local => return Ok(()),
+        Some(i) => i.registry,
+        None => {
+            let Ok(reference) = request.image.parse::<bai_core::ImageRef>() else { return Ok(()) };
+            let registries = manager.registries();
+            match registries.file().iter().find(|r| r.host() == reference.registry()) {
+                Some(r) => r.name.clone(),
+                None => return Ok(()),
+            }
+        }
+    };
+    if allowed.contains(&registry) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(format!(
+        "image: {:?} comes from registry {registry:?}, which domain {domain:?} does not allow (allowed: {})",
+        request.image,
+        allowed.join(", ")
+    )))
+}
+
 /// Checks, in order: the owner (`owner_access_key`), the domain and group, agent assignment
 /// (superadmins only), the folders to mount (resolved as the owner sees them, with the
 /// owner's permission; 404 for a name they cannot see), the fields the manager does not
 /// support yet, an existing live session
 /// of the same name (reused when `reuseIfExists` and the image match, else 400
 /// `session-already-exists`), the image (any name is accepted; a known one gives its resource
-/// limits), the resources, the scaling group and the spec as a whole. Nothing is written
+/// limits; an alias names its image; a registry the domain does not allow is 403), the resources, the scaling group and the spec as a whole. Nothing is written
 /// before every check passed. The session is then enqueued (PENDING), the scheduler woken and
 /// `session_enqueued` sent; unless `enqueueOnly`, the call returns once the session is RUNNING,
 /// dead or TERMINATING, or after `maxWaitSeconds` with status `TIMEOUT`.
@@ -1035,6 +1083,7 @@ pub async fn create_session(manager: &Manager, ctx: &AuthContext, request: Creat
         return Err(ApiError::invalid("starts_at", "only batch sessions may have a start time"));
     }
     let img = repo::find_image(db, &request.image, &request.architecture).await.map_err(db_error)?;
+    check_registry_allowed(manager, &domain, &request, img.as_ref()).await?;
     let image_name = img.as_ref().map(|i| i.name.clone()).unwrap_or_else(|| request.image.clone());
 
     let _guard = CREATE_LOCK.lock().await;

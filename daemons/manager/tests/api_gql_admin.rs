@@ -861,7 +861,7 @@ async fn admin_surface_on_every_backend(db: DatabaseConnection) {
 common::backends::db_test!(admin_surface_on_every_backend);
 
 /// The agents' images reach the image list by themselves (a scan on the agent's first
-/// heartbeat), and `rescan_images` scans again on request.
+/// heartbeat), and `rescan_images` scans again on request, in the background.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn images_come_from_the_agents() {
     let dir = tempfile::tempdir().unwrap();
@@ -883,10 +883,15 @@ async fn images_come_from_the_agents() {
     assert!(host["size_bytes"].is_number(), "{host}");
 
     let rescan = "mutation($registry: String) {\n  rescan_images(registry: $registry) {\n    ok msg task_id\n  }\n}";
-    let done = data(&gql(addr, common::ADMIN, rescan, json!({"registry": null})).await, "rescan_images");
-    assert_eq!(done["ok"], true, "{done}");
-    assert_eq!(done["msg"], "scanned 1 image tag(s) on 1 agent(s): 0 added, 0 updated");
-    assert_eq!(done["task_id"], Value::Null);
+    let started = data(&gql(addr, common::ADMIN, rescan, json!({"registry": null})).await, "rescan_images");
+    assert_eq!(started["ok"], true, "{started}");
+    // The scan runs in the background; its stream ends with the outcome.
+    let path = format!("/events/background-task?taskId={}", started["task_id"].as_str().unwrap());
+    let stream = common::request(addr, Some(common::ADMIN), "GET", &path, None).await;
+    let done = stream.body.split("event: bgtask_done\n").nth(1).unwrap_or_else(|| panic!("{}", stream.body));
+    let done: Value = serde_json::from_str(done.lines().next().unwrap().trim_start_matches("data:").trim()).unwrap();
+    assert_eq!(done["message"], "scanned 1 image tag(s) on 1 agent(s): 0 added, 0 updated");
+    assert!(stream.body.trim_end().ends_with("event: server_close\ndata: {}"), "{}", stream.body);
     let refused = data(&gql(addr, common::ADMIN, rescan, json!({"registry": "cr.example.com"})).await, "rescan_images");
     assert_eq!(refused["ok"], false);
     assert!(refused["msg"].as_str().unwrap().starts_with("registry:"), "{refused}");

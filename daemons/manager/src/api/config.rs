@@ -4,8 +4,9 @@
 //! - `GET /config/resource-slots` → `{slot: unit}` with every value a string (`count`, `bytes`
 //!   or `unique`): `cpu` and `mem`, plus every slot an agent reports;
 //! - `GET /config/vfolder-types` → `["user", "group"]`;
-//! - `GET /config/docker-registries` → `{name: url}` of the registries images were scanned
-//!   from (the image list's `registry` column, local engines' `local` left out);
+//! - `GET /config/docker-registries` → `{name: url}`: the configured registries
+//!   (`[registries.*]`, etcd's `config/docker/registry/*`) and any other registry the image
+//!   list names (local engines' `local` left out);
 //! - `GET /manager/announcement` → `{"enabled", "message"}`: the shared configuration's
 //!   `manager/announcement` key (etcd or its fallback file) when set, else disabled. The CLI
 //!   shows an enabled message on stderr.
@@ -45,7 +46,15 @@ async fn vfolder_types() -> Json<Value> {
     Json(json!(["user", "group"]))
 }
 
-async fn docker_registries(Shared(db): Shared<DatabaseConnection>) -> Result<Json<Value>, ApiError> {
+async fn docker_registries(
+    State(state): State<ApiState>,
+    Shared(db): Shared<DatabaseConnection>,
+) -> Result<Json<Value>, ApiError> {
+    let mut registries: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(manager) = state.service::<crate::manager::Manager>() {
+        let configured = manager.registries().resolve().await.map_err(|e| ApiError::internal(e.to_string()))?;
+        registries.extend(configured.into_iter().map(|r| (r.name, r.url.to_string())));
+    }
     let names: Vec<String> = image::Entity::find()
         .select_only()
         .column(image::Column::Registry)
@@ -54,9 +63,9 @@ async fn docker_registries(Shared(db): Shared<DatabaseConnection>) -> Result<Jso
         .all(&*db)
         .await
         .map_err(|e| ApiError::internal(format!("database: {e}")))?;
-    let registries: BTreeMap<String, String> = names
+    let scanned = names
         .into_iter()
-        .filter(|name| !name.is_empty() && name != "local")
+        .filter(|name| !name.is_empty() && name != "local" && !registries.contains_key(name))
         .map(|name| {
             let url = if name.starts_with("http://") || name.starts_with("https://") {
                 name.clone()
@@ -65,7 +74,8 @@ async fn docker_registries(Shared(db): Shared<DatabaseConnection>) -> Result<Jso
             };
             (name, url)
         })
-        .collect();
+        .collect::<Vec<_>>();
+    registries.extend(scanned);
     Ok(Json(json!(registries)))
 }
 

@@ -14,6 +14,14 @@
 //! `session_terminated` or `session_cancelled` with `event: server_close` and `data: {}`, so
 //! the client stops instead of reconnecting; a `*` stream runs until the client leaves.
 //! Comment lines keep idle connections alive.
+//!
+//! `GET /events/background-task?taskId=<uuid>` (`task_id` is what the 23.09 client sends)
+//! follows a background task ([`crate::bgtask`]): `bgtask_updated` frames as it progresses, then
+//! one of `bgtask_done`, `bgtask_failed` or `bgtask_cancelled`, each with data
+//! `{"task_id", "status", "current_progress", "total_progress", "message"}`, then
+//! `server_close` `{}`. A task that already finished (and is still retained) answers its
+//! outcome at once. Only its starter and superadmins may follow a task; an unknown or
+//! forgotten task is 404.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -41,7 +49,9 @@ use crate::sessions::{self, Fields};
 
 /// The signed routes of this module.
 pub fn routes() -> Router<ApiState> {
-    Router::new().route("/events/session", get(session_events))
+    Router::new()
+        .route("/events/session", get(session_events))
+        .route("/events/background-task", get(background_task_events))
 }
 
 /// Which events a stream carries.
@@ -305,6 +315,77 @@ async fn session_events(ctx: AuthContext, State(state): State<ApiState>, uri: Ur
     tracing::info!(access_key = ctx.access_key(), session = %filter.session_name, id = ?filter.session_id, "session events stream opened");
     let bus = manager.bus().subscribe().await.map_err(|e| ApiError::service_unavailable(format!("event bus: {e}")))?;
     let pump = Pump { db, bus, filter, sessions: HashMap::new(), kernels: HashMap::new(), closing: false, done: false };
+    let stream = futures::stream::unfold(pump, |mut pump| async move {
+        let frame = pump.next_frame().await?;
+        Some((Ok::<_, Infallible>(frame), pump))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("ping")).into_response())
+}
+
+/// Where a background-task stream is.
+struct TaskPump {
+    state: tokio::sync::watch::Receiver<crate::bgtask::TaskState>,
+    first: bool,
+    closing: bool,
+    done: bool,
+}
+
+impl TaskPump {
+    fn frame(&mut self, state: &crate::bgtask::TaskState) -> SseEvent {
+        if state.status.is_finished() {
+            self.closing = true;
+        }
+        SseEvent::default().event(state.status.event_name()).data(state.to_json().to_string())
+    }
+
+    async fn next_frame(&mut self) -> Option<SseEvent> {
+        if self.done {
+            return None;
+        }
+        if self.closing {
+            self.done = true;
+            return Some(SseEvent::default().event("server_close").data("{}"));
+        }
+        if self.first {
+            self.first = false;
+            let state = self.state.borrow_and_update().clone();
+            if state.status.is_finished() {
+                return Some(self.frame(&state));
+            }
+        }
+        // A running task's state is sent on its next change, as the original does: the 23.09
+        // CLI's progress display breaks on a `bgtask_updated` that arrives with the response's
+        // headers, before its spinner has started.
+        if self.state.changed().await.is_err() {
+            // The task was forgotten without a final state (cannot happen while it is retained).
+            self.done = true;
+            return Some(SseEvent::default().event("server_close").data("{}"));
+        }
+        let state = self.state.borrow_and_update().clone();
+        Some(self.frame(&state))
+    }
+}
+
+async fn background_task_events(
+    ctx: AuthContext,
+    State(state): State<ApiState>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let manager: Arc<Manager> = state.require_service::<Manager>()?;
+    let query = query_params(&uri);
+    let f = Fields::new(&query, "");
+    let raw = f
+        .string(&["taskId", "task_id"])?
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| ApiError::invalid("taskId", "is required"))?;
+    let id =
+        Uuid::parse_str(raw.trim()).map_err(|e| ApiError::invalid("taskId", format!("{raw:?} is not a UUID: {e}")))?;
+    let subscription = manager.bgtasks().subscribe(id).ok_or_else(|| ApiError::not_found("background task"))?;
+    if ctx.role() != Role::Superadmin && subscription.owner.is_some_and(|owner| owner != ctx.credential.user_id) {
+        return Err(ApiError::not_found("background task"));
+    }
+    tracing::info!(access_key = ctx.access_key(), task = %id, "background task stream opened");
+    let pump = TaskPump { state: subscription.state, first: true, closing: false, done: false };
     let stream = futures::stream::unfold(pump, |mut pump| async move {
         let frame = pump.next_frame().await?;
         Some((Ok::<_, Infallible>(frame), pump))

@@ -4,7 +4,9 @@
 //! associate-scaling-group`, `admin keypair-resource-policy add`) with the original's input
 //! type names (`KeyPairInput`, `ModifyKeyPairInput`, `UserInput`, `ModifyUserInput`,
 //! `GroupInput`, `ModifyGroupInput`, `DomainInput`, `CreateScalingGroupInput`,
-//! `CreateKeyPairResourcePolicyInput`).
+//! `CreateKeyPairResourcePolicyInput`), and the image commands (`admin image rescan`, `admin
+//! image alias / dealias`): `rescan_images` starts a background task and answers its
+//! `task_id`.
 //!
 //! Every result is `{ok, msg, <object>?}`. Bad input (an unknown user, domain or policy, a
 //! duplicate name, a malformed slot document, …) answers `ok: false` with a `msg` naming the
@@ -894,65 +896,177 @@ impl Mutation {
         Ok(CreateKeyPairResourcePolicy::from_outcome(created.map(KeyPairResourcePolicy)))
     }
 
-    /// Scans the images on every live agent into the image list (superadmin). Registries are
-    /// not scanned: a non-empty `registry` answers `ok: false`. The scan runs to the end
-    /// before the answer, so `task_id` is null.
+    /// Rescans images in the background (superadmin): with no `registry`, the images of
+    /// every live agent and of every configured container registry; with one, that registry
+    /// only. Answers at once with `task_id`, whose progress `GET /events/background-task`
+    /// streams. An unknown registry (or unreadable etcd) answers `ok: false` naming it.
     async fn rescan_images(&self, ctx: &Context<'_>, registry: Option<String>) -> Result<RescanImages> {
         let gql = ctx.data::<GqlContext>()?;
         require_superadmin(&gql.auth)?;
-        if registry.as_deref().is_some_and(|r| !r.is_empty()) {
-            return Ok(RescanImages::refused(
-                "registry: scanning registries is not supported; omit it to scan the agents' images",
-            ));
-        }
         let Some(manager) = &gql.manager else {
-            return Ok(RescanImages::refused("this endpoint has no agents to ask"));
+            return Ok(RescanImages::refused("this endpoint has no manager to scan with"));
         };
-        let reports = crate::images::scan_all(gql.db.as_ref(), manager.clients()).await.map_err(db_error)?;
-        let (mut images, mut added, mut updated, mut failed) = (0, 0, 0, Vec::new());
-        for report in &reports {
-            match report {
-                Ok(r) => (images, added, updated) = (images + r.images, added + r.added, updated + r.updated),
-                Err((agent, e)) => failed.push(format!("{agent}: {e}")),
+        let configured = match manager.registries().resolve().await {
+            Ok(configured) => configured,
+            Err(e) => return Ok(RescanImages::refused(&format!("registry: the registries cannot be read: {e}"))),
+        };
+        let (agents, registries) = match registry.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
+            Some(name) => match configured.iter().find(|r| r.name == name) {
+                Some(found) => (false, vec![found.clone()]),
+                None => {
+                    let names: Vec<&str> = configured.iter().map(|r| r.name.as_str()).collect();
+                    return Ok(RescanImages::refused(&format!(
+                        "registry: no registry named {name:?} is configured (configured: {})",
+                        if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                    )));
+                }
+            },
+            None => (true, configured),
+        };
+        let mut what: Vec<String> = registries.iter().map(|r| format!("registry {}", r.name)).collect();
+        if agents {
+            what.insert(0, "the agents".into());
+        }
+        let (db, clients) = (gql.db.clone(), manager.clients().clone());
+        let task_id =
+            manager.bgtasks().start("rescan_images", Some(gql.auth.credential.user_id), move |progress| async move {
+                let on_step = move |step: crate::registry::Step<'_>| progress.step(step.found, step.done, step.message);
+                let report = crate::images::rescan(&db, agents.then_some(clients.as_ref()), &registries, &on_step)
+                    .await
+                    .map_err(|e| format!("database: {e}"))?;
+                if report.ok() {
+                    Ok(report.summary())
+                } else {
+                    Err(report.summary())
+                }
+            });
+        Ok(RescanImages {
+            ok: true,
+            msg: format!("scanning {} in the background", what.join(", ")),
+            task_id: Some(task_id),
+        })
+    }
+
+    /// Names an image with `alias` (superadmin): `target` is an image's reference (canonical,
+    /// or as the client spells it), `architecture` picks one of its architectures (default: the
+    /// only one, else the manager's). An unknown target, an alias in use or an alias that is
+    /// itself an image's name answers `ok: false`.
+    async fn alias_image(
+        &self,
+        ctx: &Context<'_>,
+        alias: String,
+        target: String,
+        architecture: Option<String>,
+    ) -> Result<AliasImage> {
+        let gql = ctx.data::<GqlContext>()?;
+        require_superadmin(&gql.auth)?;
+        let db = gql.db.as_ref();
+        let alias = alias.trim().to_string();
+        if let Err(e) = alias.parse::<bai_core::ImageRef>() {
+            return Ok(AliasImage::from_outcome(Err::<(), _>(format!(
+                "alias: {alias:?} cannot name an image in a session request: {e}"
+            ))));
+        }
+        if alias.contains('@') {
+            return Ok(AliasImage::from_outcome(Err::<(), _>(format!(
+                "alias: {alias:?} must not name an architecture or digest"
+            ))));
+        }
+        let architecture = match architecture.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
+            Some(a) => match bai_core::image_ref::normalize_architecture(a) {
+                Ok(a) => Some(a),
+                Err(e) => return Ok(AliasImage::from_outcome(Err::<(), _>(format!("architecture: {e}")))),
+            },
+            None => None,
+        };
+        if !repo::images_named(db, &alias).await.map_err(db_error)?.is_empty() {
+            return Ok(AliasImage::from_outcome(Err::<(), _>(format!("alias: {alias:?} is the name of an image"))));
+        }
+        if let Some(existing) = repo::get_image_alias(db, &alias).await.map_err(db_error)? {
+            let named = repo::list_images(db).await.map_err(db_error)?.into_iter().find(|i| i.id == existing.image);
+            let named =
+                named.map_or_else(|| "a removed image".to_string(), |i| format!("{} ({})", i.name, i.architecture));
+            return Ok(AliasImage::from_outcome(Err::<(), _>(format!(
+                "alias: {alias:?} already names {named}; dealias it first"
+            ))));
+        }
+        let mut candidates = repo::images_named(db, target.trim()).await.map_err(db_error)?;
+        if candidates.is_empty() {
+            if let Ok(reference) = target.trim().parse::<bai_core::ImageRef>() {
+                candidates = repo::images_named(db, &reference.canonical()).await.map_err(db_error)?;
             }
         }
-        let mut msg = format!(
-            "scanned {images} image tag(s) on {} agent(s): {added} added, {updated} updated",
-            reports.len() - failed.len()
-        );
-        if !failed.is_empty() {
-            msg.push_str(&format!("; failed: {}", failed.join("; ")));
-        }
-        Ok(RescanImages { ok: failed.is_empty(), msg })
+        let chosen = match &architecture {
+            Some(arch) => candidates.iter().find(|i| &i.architecture == arch),
+            None if candidates.len() == 1 => candidates.first(),
+            None => candidates
+                .iter()
+                .find(|i| {
+                    i.architecture
+                        == bai_core::image_ref::normalize_architecture(std::env::consts::ARCH).unwrap_or_default()
+                })
+                .or(candidates.first()),
+        };
+        let Some(image) = chosen else {
+            let on = architecture.map(|a| format!(" for {a}")).unwrap_or_default();
+            return Ok(AliasImage::from_outcome(Err::<(), _>(format!(
+                "target: no image {:?}{on} is known (rescan the images, or give a canonical reference)",
+                target.trim()
+            ))));
+        };
+        let created = outcome(repo::create_image_alias(db, &alias, image.id).await)?;
+        Ok(AliasImage::from_outcome(created))
+    }
+
+    /// Removes the alias `alias` (superadmin); an unknown alias answers `ok: false`.
+    async fn dealias_image(&self, ctx: &Context<'_>, alias: String) -> Result<DealiasImage> {
+        let gql = ctx.data::<GqlContext>()?;
+        require_superadmin(&gql.auth)?;
+        let removed = repo::delete_image_alias(gql.db.as_ref(), alias.trim()).await.map_err(db_error)?;
+        Ok(DealiasImage::from_outcome(if removed {
+            Ok(())
+        } else {
+            Err(format!("alias: no alias named {:?}", alias.trim()))
+        }))
     }
 }
+
+result_type!(
+    /// The result of `alias_image`.
+    AliasImage, "AliasImage"
+);
+result_type!(
+    /// The result of `dealias_image`.
+    DealiasImage, "DealiasImage"
+);
 
 /// The answer of `rescan_images`.
 #[derive(Debug)]
 pub struct RescanImages {
     ok: bool,
     msg: String,
+    task_id: Option<uuid::Uuid>,
 }
 
 impl RescanImages {
     fn refused(msg: &str) -> Self {
-        Self { ok: false, msg: msg.to_string() }
+        Self { ok: false, msg: msg.to_string(), task_id: None }
     }
 }
 
 #[Object(name = "RescanImages", serial, rename_fields = "snake_case", rename_args = "snake_case")]
 impl RescanImages {
-    /// Whether every agent was scanned.
+    /// Whether the scan started.
     async fn ok(&self) -> bool {
         self.ok
     }
-    /// What was found, and which agents failed.
+    /// What is scanned, or why nothing is.
     async fn msg(&self) -> &str {
         &self.msg
     }
-    /// Always null: the scan has finished when the answer comes.
+    /// The background task (`GET /events/background-task?taskId=`), when the scan started.
     async fn task_id(&self) -> Option<Uuid> {
-        None
+        self.task_id.map(Uuid)
     }
 }
 

@@ -46,7 +46,9 @@ pub enum Upserted {
 }
 
 /// Records a scanned image: a new row for a new (name, architecture), else the existing row
-/// brought up to date.
+/// brought up to date. A registry's scan (`is_local: false`) also claims a row an agent
+/// reported first (its `registry` and `is_local`); an agent's scan never takes a registry's
+/// row back.
 pub async fn upsert_image(db: &impl ConnectionTrait, scanned: &ScannedImage) -> Result<Upserted> {
     let find = || {
         image::Entity::find()
@@ -80,18 +82,52 @@ pub async fn upsert_image(db: &impl ConnectionTrait, scanned: &ScannedImage) -> 
             }
         }
     };
+    let claim = !scanned.is_local && (row.is_local || row.registry != scanned.registry);
     if row.config_digest == scanned.config_digest
         && row.size_bytes == scanned.size_bytes
         && row.labels == scanned.labels
         && row.resources == scanned.resources
+        && !claim
     {
         return Ok(Upserted::Unchanged);
     }
     let mut active: image::ActiveModel = row.into();
+    if claim {
+        active.registry = Set(scanned.registry.clone());
+        active.is_local = Set(false);
+        active.project = Set(scanned.project.clone());
+        active.image = Set(scanned.image.clone());
+    }
     active.config_digest = Set(scanned.config_digest.clone());
     active.size_bytes = Set(scanned.size_bytes);
     active.labels = Set(scanned.labels.clone());
     active.resources = Set(scanned.resources.clone());
     active.update(db).await?;
     Ok(Upserted::Updated)
+}
+
+/// The images named `name` (one per architecture), by architecture.
+pub async fn images_named(db: &impl ConnectionTrait, name: &str) -> Result<Vec<image::Model>> {
+    use sea_orm::QueryOrder;
+    Ok(image::Entity::find()
+        .filter(image::Column::Name.eq(name))
+        .order_by_asc(image::Column::Architecture)
+        .all(db)
+        .await?)
+}
+
+/// The alias `alias`, if it exists.
+pub async fn get_image_alias(
+    db: &impl ConnectionTrait,
+    alias: &str,
+) -> Result<Option<crate::db::entities::image_alias::Model>> {
+    use crate::db::entities::image_alias;
+    Ok(image_alias::Entity::find().filter(image_alias::Column::Alias.eq(alias)).one(db).await?)
+}
+
+/// Removes the alias `alias`; whether it existed.
+pub async fn delete_image_alias(db: &impl ConnectionTrait, alias: &str) -> Result<bool> {
+    use crate::db::entities::image_alias;
+    let deleted = image_alias::Entity::delete_many().filter(image_alias::Column::Alias.eq(alias)).exec(db).await?;
+    Ok(deleted.rows_affected > 0)
 }
