@@ -7,13 +7,14 @@
 //! with an embedded agent), [`local`] a self-contained one in a directory, [`cli`] is the
 //! command line, [`metrics`] the Prometheus endpoint, [`agent_client`] the agents' RPC
 //! clients, [`watcher_client`] the agents' watchers' and [`tls`] the API listener's optional
-//! TLS. See docs/ARCHITECTURE.md for the invariants.
+//! TLS, [`idle`] the idle checkers. See docs/ARCHITECTURE.md for the invariants.
 
 pub mod agent_client;
 pub mod api;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod idle;
 pub mod images;
 pub mod lifecycle;
 pub mod local;
