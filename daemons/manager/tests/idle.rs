@@ -390,3 +390,58 @@ async fn low_utilisation_after_the_grace_period_terminates_and_high_does_not() {
     assert_eq!(h.terminating_reasons(lazy), vec!["idle-utilization".to_string()]);
     assert_eq!(h.status(worker).await, SessionStatus::Running, "busy CPU: not idle with `and`");
 }
+
+#[tokio::test]
+async fn idle_settings_come_from_etcd_in_either_of_the_originals_shapes() {
+    let Some(endpoints) = bai_test_support::service_env("BAI_TEST_ETCD_ENDPOINTS") else { return };
+    let endpoints: Vec<String> =
+        endpoints.split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_string).collect();
+    let namespace = format!("idle-{}", uuid::Uuid::new_v4().simple());
+    let etcd = bai_manager::config::EtcdSection { endpoints: endpoints.clone(), namespace: namespace.clone() };
+    let mut client = etcd_client::Client::connect(&endpoints, None).await.expect("etcd");
+    let prefix = format!("/bai/{namespace}/config/idle");
+
+    // Nothing in etcd: the file's settings stay.
+    let mut section = bai_manager::config::IdleSection::default();
+    bai_manager::idle::fetch_etcd(&etcd, &mut section).await.unwrap();
+    assert_eq!(section, bai_manager::config::IdleSection::default());
+
+    // One JSON value, as the brief's operators write it.
+    client.put(format!("{prefix}/enabled"), "network_timeout,utilization", None).await.unwrap();
+    let checkers = json!({
+        "network_timeout": {"threshold": "10m"},
+        "utilization": {"initial-grace-period": "5m", "resource-thresholds": {"cpu_util": {"average": 30}, "mem": {"average": 30}},
+                        "thresholds-check-operator": "and", "time-window": "12h"}
+    });
+    client.put(format!("{prefix}/checkers"), checkers.to_string(), None).await.unwrap();
+    bai_manager::idle::fetch_etcd(&etcd, &mut section).await.unwrap();
+    let config = IdleConfig::from_section(&section).unwrap();
+    assert_eq!(config.network_timeout, Some(Duration::from_secs(600)));
+    let u = config.utilization.unwrap();
+    assert_eq!((u.time_window, u.operator), (Duration::from_secs(43_200), ThresholdOperator::And));
+
+    // A tree of keys, as the original's `etcd put-json` leaves them.
+    client.delete(format!("{prefix}/checkers"), None).await.unwrap();
+    client.put(format!("{prefix}/checkers/network_timeout/threshold"), "30m", None).await.unwrap();
+    client
+        .put(format!("{prefix}/checkers/utilization/resource-thresholds/cpu_util/average"), "12.5", None)
+        .await
+        .unwrap();
+    let mut section = bai_manager::config::IdleSection::default();
+    bai_manager::idle::fetch_etcd(&etcd, &mut section).await.unwrap();
+    let config = IdleConfig::from_section(&section).unwrap();
+    assert_eq!(config.network_timeout, Some(Duration::from_secs(1800)));
+    assert_eq!(config.utilization.unwrap().thresholds["cpu_util"], 12.5);
+
+    // A bad value names the key; the start would fail with it.
+    client.put(format!("{prefix}/checkers/network_timeout/threshold"), "soon", None).await.unwrap();
+    let mut section = bai_manager::config::IdleSection::default();
+    bai_manager::idle::fetch_etcd(&etcd, &mut section).await.unwrap();
+    let err = IdleConfig::from_section(&section).unwrap_err();
+    assert_eq!(err.field, "idle.checkers.network_timeout.threshold", "{err}");
+    client.put(format!("{prefix}/checkers"), "{not json", None).await.unwrap();
+    let err = bai_manager::idle::fetch_etcd(&etcd, &mut section).await.unwrap_err();
+    assert!(err.field.ends_with("/config/idle/checkers") && err.reason.contains("not JSON"), "{err}");
+
+    client.delete(format!("/bai/{namespace}/"), Some(etcd_client::DeleteOptions::new().with_prefix())).await.unwrap();
+}
