@@ -1,7 +1,7 @@
 //! A simulated agent for scale tests and benchmarks: a real gRPC `Agent` endpoint (behind the
 //! same token check as a real agent) that accepts `create_kernels` without starting anything
 //! and emits the events a real agent would (`kernel_creating`, `kernel_started`), so a manager
-//! moves the sessions to RUNNING. A fixture, never a default: nothing in the daemons uses it.
+//! moves the sessions to RUNNING; `execute` echoes the code and finishes. A fixture, never a default: nothing in the daemons uses it.
 
 use std::sync::Arc;
 
@@ -64,8 +64,27 @@ impl Agent for FakeAgent {
 
     type ExecuteStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::ExecuteEvent, Status>> + Send>>;
 
-    async fn execute(&self, _: Request<pb::ExecuteRequest>) -> Result<Response<Self::ExecuteStream>, Status> {
-        Err(Status::unimplemented("a fake agent runs no code"))
+    /// Runs nothing: every run prints its code back and finishes with exit code 0.
+    async fn execute(&self, request: Request<pb::ExecuteRequest>) -> Result<Response<Self::ExecuteStream>, Status> {
+        let r = request.into_inner();
+        let events = [
+            pb::ExecuteEvent {
+                event: Some(pb::execute_event::Event::Record(pb::ConsoleRecord {
+                    kind: "stdout".into(),
+                    data: r.code,
+                })),
+            },
+            pb::ExecuteEvent {
+                event: Some(pb::execute_event::Event::Result(pb::ExecuteResult {
+                    run_id: r.run_id,
+                    status: "finished".into(),
+                    has_exit_code: true,
+                    exit_code: 0,
+                    options_json: String::new(),
+                })),
+            },
+        ];
+        Ok(Response::new(Box::pin(futures::stream::iter(events.map(Ok)))))
     }
 
     async fn ping(&self, _: Request<pb::PingRequest>) -> Result<Response<pb::PingReply>, Status> {

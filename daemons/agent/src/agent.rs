@@ -1238,6 +1238,8 @@ impl Agent {
             "auto_terminate_abusing_kernel": false,
             "kernel_count": self.kernels.kernel_ids().len(),
             "backend": self.kernels.runtime().name(),
+            // Each kernel's latest statistics: the manager's utilisation idle checker reads them.
+            "kernel_stats": self.container_stats("").unwrap_or(Value::Null),
         })
     }
 

@@ -48,6 +48,8 @@ pub struct ManagerConfig {
     /// Container registries (Docker Registry HTTP API v2) whose images `rescan_images` lists,
     /// by name: `[registries.<name>]`.
     pub registries: std::collections::BTreeMap<String, RegistrySection>,
+    /// The idle checkers, which terminate sessions left idle (see [`crate::idle`]).
+    pub idle: IdleSection,
 }
 
 /// `[manager]`.
@@ -277,6 +279,143 @@ impl RegistrySection {
     }
 }
 
+/// A duration in the configuration: a number of seconds, or text such as `"90s"`, `"10m"`,
+/// `"1.5h"`, `"2d"` (units `ms`, `s`, `m`, `h`, `d`, `w`; none means seconds), as the
+/// original's `TimeDuration`. Checked by [`ManagerConfig::validate`], naming the key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DurationValue {
+    /// Seconds.
+    Seconds(f64),
+    /// Text with a unit.
+    Text(String),
+}
+
+impl DurationValue {
+    /// The duration, or why it is not one.
+    pub fn parse(&self) -> Result<Duration, String> {
+        match self {
+            DurationValue::Seconds(s) if s.is_finite() && *s >= 0.0 && *s <= 1e12 => Ok(Duration::from_secs_f64(*s)),
+            DurationValue::Seconds(s) => Err(format!("{s} is not a number of seconds >= 0")),
+            DurationValue::Text(t) => parse_duration(t),
+        }
+    }
+}
+
+/// Parses `"10m"`-style durations (see [`DurationValue`]).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let bad = || format!("invalid duration {text:?}: expected a number with an optional unit ms, s, m, h, d or w");
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        "w" => 604_800.0,
+        _ => return Err(bad()),
+    };
+    let seconds = value * scale;
+    if !(seconds.is_finite() && seconds <= 1e12) {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// `[idle]`: the idle checkers (the original's etcd `config/idle/enabled` and
+/// `config/idle/checkers`, which replace these settings when etcd has them).
+/// `session_lifetime` (the keypair resource policy's `max_session_lifetime`) always runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct IdleSection {
+    /// How often every RUNNING session is checked.
+    pub check_interval: DurationValue,
+    /// The checkers that run besides `session_lifetime`: `network_timeout`, `utilization`.
+    pub enabled: Vec<String>,
+    /// Each checker's settings, in the original's JSON shape.
+    pub checkers: IdleCheckersSection,
+}
+
+impl Default for IdleSection {
+    fn default() -> Self {
+        Self { check_interval: DurationValue::Text("15s".into()), enabled: Vec::new(), checkers: Default::default() }
+    }
+}
+
+/// `[idle.checkers]`: keyed by the checkers' names, as in etcd's `config/idle/checkers`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdleCheckersSection {
+    /// `network_timeout`.
+    #[serde(alias = "network-timeout", skip_serializing_if = "Option::is_none")]
+    pub network_timeout: Option<NetworkTimeoutSection>,
+    /// `utilization`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub utilization: Option<UtilizationSection>,
+    /// `session_lifetime` takes no settings (its limit is the resource policy's).
+    #[serde(alias = "session-lifetime", skip_serializing_if = "Option::is_none")]
+    pub session_lifetime: Option<EmptySection>,
+}
+
+/// A checker without settings.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmptySection {}
+
+/// `[idle.checkers.network_timeout]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct NetworkTimeoutSection {
+    /// How long a session may go without traffic when its keypair's resource policy has a
+    /// negative (undefined) `idle_timeout`; the policy's value wins otherwise, 0 meaning never.
+    pub threshold: DurationValue,
+}
+
+impl Default for NetworkTimeoutSection {
+    fn default() -> Self {
+        Self { threshold: DurationValue::Text("10m".into()) }
+    }
+}
+
+/// `[idle.checkers.utilization]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct UtilizationSection {
+    /// The window averages are taken over when the resource policy's `idle_timeout` is
+    /// negative (undefined); the policy's value wins otherwise, 0 turning the check off.
+    pub time_window: DurationValue,
+    /// How long after its creation a session is left alone.
+    pub initial_grace_period: DurationValue,
+    /// `and`: idle when every resource is under its threshold; `or`: when any is.
+    pub thresholds_check_operator: String,
+    /// Per metric (`cpu_util`, `mem`, `cuda_util`, `cuda_mem`, `atom_mem`): `{average = pct}`
+    /// or nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_thresholds: Option<std::collections::BTreeMap<String, Option<AverageThreshold>>>,
+}
+
+impl Default for UtilizationSection {
+    fn default() -> Self {
+        Self {
+            time_window: DurationValue::Text("10m".into()),
+            initial_grace_period: DurationValue::Text("5m".into()),
+            thresholds_check_operator: "and".into(),
+            resource_thresholds: None,
+        }
+    }
+}
+
+/// `{average = 30}`: the least average utilisation (percent) that counts as in use.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AverageThreshold {
+    /// Percent.
+    pub average: f64,
+}
+
 /// The documented sample configuration.
 pub const SAMPLE: &str = include_str!("../configs/manager.sample.toml");
 
@@ -348,6 +487,7 @@ impl ManagerConfig {
         for (name, registry) in &self.registries {
             registry.validate(name)?;
         }
+        crate::idle::IdleConfig::from_section(&self.idle)?;
         Ok(())
     }
 

@@ -9,8 +9,8 @@
 //! clients, [`watcher_client`] the agents' watchers' and [`tls`] the API listener's optional
 //! TLS. [`shared_config`] is the cluster's shared configuration (etcd or a file) and
 //! [`volumes`] the storage hosts it defines; [`registry`] scans container registries into the
-//! image list, [`bgtask`] runs long operations in the background with progress. See
-//! docs/ARCHITECTURE.md for the invariants.
+//! image list, [`bgtask`] runs long operations in the background with progress, [`idle`] the idle checkers.
+//! See docs/ARCHITECTURE.md for the invariants.
 
 pub mod agent_client;
 pub mod api;
@@ -18,6 +18,7 @@ pub mod bgtask;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod idle;
 pub mod images;
 pub mod lifecycle;
 pub mod local;

@@ -59,6 +59,8 @@ pub struct Manager {
     bgtasks: crate::bgtask::BackgroundTasks,
     /// The container registries image rescans walk (see [`Manager::set_registries`]).
     registries: OnceLock<crate::registry::RegistrySources>,
+    /// What the idle checkers read besides the database.
+    idle: Arc<crate::idle::IdleState>,
 }
 
 /// How many ordered lanes handle events concurrently (see [`Manager::spawn`]).
@@ -123,6 +125,7 @@ impl Manager {
             creation_traces: Default::default(),
             bgtasks: Default::default(),
             registries: OnceLock::new(),
+            idle: Default::default(),
         })
     }
 
@@ -241,6 +244,11 @@ impl Manager {
         &self.utilisation
     }
 
+    /// The idle checkers' settings and state: the API records sessions' traffic there.
+    pub fn idle(&self) -> &Arc<crate::idle::IdleState> {
+        &self.idle
+    }
+
     /// Starts an image scan of `agent` in the background when the image set its heartbeat
     /// reports differs from the last one (the first heartbeat counts as a change).
     fn scan_images_if_changed(&self, agent: &str, agent_info: &serde_json::Value) {
@@ -273,6 +281,7 @@ impl Manager {
             Event::AgentHeartbeat { agent_info } => {
                 self.registry.heartbeat(&self.db, &envelope.source, agent_info, now).await?;
                 self.scan_images_if_changed(&envelope.source, agent_info);
+                self.idle.record_heartbeat(agent_info);
             }
             Event::AgentStarted { .. } => self.registry.started(&self.db, &envelope.source, now).await?,
             Event::AgentTerminated { reason } => {
@@ -289,6 +298,10 @@ impl Manager {
                 lifecycle::KernelEventOutcome::Applied(Some(status)) => {
                     tracing::info!(session = ?event.session_id(), %status, "session status");
                     if let Some(session_id) = event.session_id() {
+                        if status == SessionStatus::Running {
+                            // The network-idle timeout counts from here until traffic comes.
+                            self.idle.touch(session_id);
+                        }
                         self.announce(session_id, status).await;
                     }
                     if status.is_dead() {
@@ -355,13 +368,16 @@ impl Manager {
             }
             SessionStatus::Running => Event::SessionStarted { session_id, creation_id, reason },
             SessionStatus::Cancelled => Event::SessionCancelled { session_id, creation_id, reason },
-            SessionStatus::Terminating => Event::SessionTerminating { session_id, reason },
-            SessionStatus::Terminated | SessionStatus::Error => {
+            SessionStatus::Terminating | SessionStatus::Terminated | SessionStatus::Error => {
                 let reason = match repo::get_session(&self.db, session_id).await {
                     Ok(Some(s)) => s.status_info.unwrap_or_default(),
                     _ => String::new(),
                 };
-                Event::SessionTerminated { session_id, reason }
+                if status == SessionStatus::Terminating {
+                    Event::SessionTerminating { session_id, reason }
+                } else {
+                    Event::SessionTerminated { session_id, reason }
+                }
             }
             _ => return,
         };
@@ -589,8 +605,23 @@ impl Manager {
         reason: &str,
     ) -> Result<SessionStatus, DbError> {
         let started = Instant::now();
-        let result = self.destroy_session_inner(session_id, forced, reason).await;
+        let result = self.destroy_session_inner(session_id, forced, reason, None).await;
         self.observe_action("session", "destroy", started, &result);
+        result
+    }
+
+    /// [`destroy_session`](Self::destroy_session) (not forced) by the manager itself, with
+    /// `status_data` saying why (an idle checker's findings); counted as the action
+    /// `session`/`terminate_idle`.
+    pub async fn destroy_session_for(
+        &self,
+        session_id: SessionId,
+        reason: &str,
+        status_data: serde_json::Value,
+    ) -> Result<SessionStatus, DbError> {
+        let started = Instant::now();
+        let result = self.destroy_session_inner(session_id, false, reason, Some(status_data)).await;
+        self.observe_action("session", "terminate_idle", started, &result);
         result
     }
 
@@ -599,6 +630,7 @@ impl Manager {
         session_id: SessionId,
         forced: bool,
         reason: &str,
+        status_data: Option<serde_json::Value>,
     ) -> Result<SessionStatus, DbError> {
         let (s, kernels) = repo::get_session_with_kernels(&self.db, session_id)
             .await?
@@ -628,7 +660,8 @@ impl Manager {
                     )
                     .await?;
                 }
-                repo::force_session_status(&txn, session_id, SessionStatus::Cancelled, Some(reason), None).await?;
+                repo::force_session_status(&txn, session_id, SessionStatus::Cancelled, Some(reason), status_data)
+                    .await?;
                 txn.commit().await?;
                 lock(&self.creation_traces).remove(&session_id);
                 self.announce(session_id, SessionStatus::Cancelled).await;
@@ -646,7 +679,8 @@ impl Manager {
             return Ok(status);
         }
         if status != SessionStatus::Terminating {
-            repo::force_session_status(&self.db, session_id, SessionStatus::Terminating, Some(reason), None).await?;
+            repo::force_session_status(&self.db, session_id, SessionStatus::Terminating, Some(reason), status_data)
+                .await?;
             self.announce(session_id, SessionStatus::Terminating).await;
         }
         for k in &kernels {
@@ -752,8 +786,9 @@ impl Manager {
         }
     }
 
-    /// Starts the event consumer, the scheduler loop, the sweeper, the utilisation sampler and
-    /// the check for stalled creations ([`Manager::redispatch_stalled`]).
+    /// Starts the event consumer, the scheduler loop, the sweeper, the utilisation sampler,
+    /// the check for stalled creations ([`Manager::redispatch_stalled`]) and the idle checks
+    /// ([`crate::idle::check_sessions`], every `[idle] check-interval`).
     pub fn spawn(self: &Arc<Self>, schedule_interval: Duration) -> Vec<JoinHandle<()>> {
         // Events are handled in EVENT_LANES ordered lanes: those of one session (or, for agent
         // events, of one agent) always in the same lane, in the order they arrived; different
@@ -862,7 +897,24 @@ impl Manager {
                 }
             })
         };
-        vec![events, scheduler, sweeper, sampler, redispatcher]
+        let idle = {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(me.idle.config().check_interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let started = Instant::now();
+                    let checked = crate::idle::check_sessions(&me).await;
+                    me.observe_action("session", "idle_check", started, &checked);
+                    if let Err(e) = checked {
+                        tracing::warn!(error = %e, "idle check failed");
+                    }
+                    me.idle.pass_done();
+                }
+            })
+        };
+        vec![events, scheduler, sweeper, sampler, redispatcher, idle]
     }
 
     /// Sends an event from the manager.

@@ -243,6 +243,10 @@ pub async fn start(mut config: ManagerConfig, options: StartOptions) -> Result<R
         Some((cert, key)) => Some(crate::tls::server_config(cert, key)?),
         None => None,
     };
+    // The idle checkers' settings: the file's, replaced by etcd's where it has them.
+    let mut idle_section = config.idle.clone();
+    crate::idle::fetch_etcd(&config.etcd, &mut idle_section).await?;
+    let idle = crate::idle::IdleConfig::from_section(&idle_section)?;
     let db = database(&config).await?;
     if let Some(fixture) = &options.fixture {
         if crate::db::repo::list_users(&db, None).await?.is_empty() {
@@ -291,6 +295,7 @@ pub async fn start(mut config: ManagerConfig, options: StartOptions) -> Result<R
     );
     manager.set_dispatch_timeout(ManagerConfig::seconds(config.manager.dispatch_timeout));
     manager.set_registries(crate::registry::RegistrySources::from_config(&config)?);
+    manager.idle().set_config(idle);
     let metrics = Arc::new(ManagerMetrics::new());
     manager.set_metrics(metrics.clone());
     let metrics_listener = tokio::net::TcpListener::bind(config.manager.metrics_listen)

@@ -1369,6 +1369,8 @@ pub async fn execute(
 ) -> Result<Value, ApiError> {
     let db = manager.db();
     let kernel = main_kernel(db, session_row.id).await?;
+    // Running code is traffic: the session is not network-idle until this step ends.
+    let _activity = manager.idle().connection(SessionId::from_uuid(session_row.id));
     count_query(db, session_row.id).await;
     let Some(addr) = kernel.agent_addr.clone().filter(|_| !kernel.status.0.is_terminal()) else {
         return Ok(gone_result(run_id));

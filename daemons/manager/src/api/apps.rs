@@ -237,7 +237,12 @@ async fn stream_proxy(
     let status = start_app(&manager, &kernel, &app, &opts).await?;
     let stream = connect(&app).await?;
     tracing::info!(access_key = ctx.access_key(), session = %s.id, app = %app.name, status, "app proxy");
-    Ok(ws.on_upgrade(move |socket| pump(socket, stream)))
+    // An open app connection keeps the session from being network-idle.
+    let activity = manager.idle().connection(bai_core::SessionId::from_uuid(s.id));
+    Ok(ws.on_upgrade(move |socket| async move {
+        pump(socket, stream).await;
+        drop(activity);
+    }))
 }
 
 /// Copies bytes between the WebSocket (binary frames) and the TCP connection until either
@@ -335,7 +340,7 @@ async fn link_root(Path(token): Path<String>) -> Redirect {
 }
 
 /// The session and app a link names, if it still may be used.
-async fn open_link(state: &ApiState, token: &str) -> Result<App, ApiError> {
+async fn open_link(state: &ApiState, token: &str) -> Result<(bai_core::SessionId, App), ApiError> {
     let manager: Arc<Manager> = state.require_service::<Manager>()?;
     let storage: Arc<Storage> = state.require_service::<Storage>()?;
     let forbidden = |why: &str| ApiError::new(ErrorKind::GenericForbidden).with_msg(format!("app link: {why}"));
@@ -349,7 +354,8 @@ async fn open_link(state: &ApiState, token: &str) -> Result<App, ApiError> {
         .filter(|s| s.access_key.as_deref() == Some(link.access_key.as_str()))
         .ok_or_else(ApiError::session_not_found)?;
     require_running(&s)?;
-    kernel_app(&sessions::main_kernel(manager.db(), s.id).await?, &link.app)
+    let app = kernel_app(&sessions::main_kernel(manager.db(), s.id).await?, &link.app)?;
+    Ok((bai_core::SessionId::from_uuid(s.id), app))
 }
 
 async fn app_proxy(
@@ -358,7 +364,11 @@ async fn app_proxy(
     mut request: Request,
 ) -> Result<Response, ApiError> {
     let token = params.get("token").map(String::as_str).unwrap_or_default();
-    let app = open_link(&state, token).await?;
+    let (session_id, app) = open_link(&state, token).await?;
+    // App traffic: the request (and an upgraded connection while it lasts) keeps the session
+    // from being network-idle.
+    let manager: Arc<Manager> = state.require_service::<Manager>()?;
+    let activity = manager.idle().connection(session_id);
     let stream = connect(&app).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -401,6 +411,7 @@ async fn app_proxy(
                 }
                 Err(e) => tracing::debug!(error = %e, "app proxy upgrade failed"),
             }
+            drop(activity);
         });
         let (parts, _) = response.into_parts();
         return Ok(Response::from_parts(parts, Body::empty()));

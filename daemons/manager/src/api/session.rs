@@ -197,7 +197,7 @@ async fn info(
         "terminationTime": s.terminated_at.map(py_time),
         "numQueriesExecuted": s.num_queries,
         "lastStat": k.as_ref().and_then(|k| k.last_stat.clone()).or(s.last_stat.clone()),
-        "idleChecks": {},
+        "idleChecks": crate::idle::report(&manager, &s).await.map_err(sessions::db_error)?,
     })))
 }
 
@@ -492,6 +492,7 @@ async fn list_files(
     let db = manager.db();
     let path = params.fields().string(&["path"])?.unwrap_or_else(|| ".".into());
     let s = sessions::find_session(db, &ctx, &reference, params.owner_access_key()?.as_deref(), false).await?;
+    manager.idle().touch(SessionId::from_uuid(s.id));
     let k = sessions::main_kernel(db, s.id).await?;
     let mut client = sessions::kernel_client(&manager, &k)?;
     let agent_path = if path == "." { String::new() } else { path.clone() };
@@ -536,6 +537,7 @@ async fn upload(
     let query = query_params(&uri);
     let owner = Fields::new(&query, "").string(&["owner_access_key"])?;
     let s = sessions::find_session(db, &ctx, &reference, owner.as_deref(), false).await?;
+    let _activity = manager.idle().connection(SessionId::from_uuid(s.id));
     let k = sessions::main_kernel(db, s.id).await?;
     let mut files = Vec::new();
     while let Some(field) = multipart.next_field().await.map_err(|e| ApiError::invalid("body", e.body_text()))? {
@@ -599,6 +601,7 @@ async fn download(
         return Err(ApiError::invalid("files", format!("Too many files (at most {MAX_DOWNLOAD_FILES})")));
     }
     let s = sessions::find_session(db, &ctx, &reference, params.owner_access_key()?.as_deref(), false).await?;
+    let _activity = manager.idle().connection(SessionId::from_uuid(s.id));
     let k = sessions::main_kernel(db, s.id).await?;
     let mut client = sessions::kernel_client(&manager, &k)?;
     let boundary = sessions::random_hex(16);

@@ -377,9 +377,13 @@ impl ComputeSession {
         vec![None; self.kernels.len()]
     }
 
-    /// The idle checkers' report (none are run: an empty object).
-    async fn idle_checks(&self) -> JsonString {
-        JsonString("{}".into())
+    /// The idle checkers' report: per checker `{remaining, remaining_time_type, extra}` (see
+    /// [`crate::idle::report`]); an empty object for a session that is not RUNNING.
+    async fn idle_checks(&self, ctx: &Context<'_>) -> Result<JsonString> {
+        let gql = ctx.data::<GqlContext>()?;
+        let Some(manager) = &gql.manager else { return Ok(JsonString("{}".into())) };
+        let report = crate::idle::report(manager, &self.row).await.map_err(db_error)?;
+        Ok(JsonString::of(&report))
     }
 
     /// The agents the containers run on.
