@@ -197,6 +197,10 @@ pub fn operations() -> Vec<Operation> {
             .query("group", string())
             .query("scope", string())
             .streaming(),
+        op("GET", "/events/background-task", "A background task's progress (server-sent events).")
+            .query("taskId", string())
+            .query("task_id", string())
+            .streaming(),
         // GraphQL
         op("POST", "/admin/gql", "GraphQL.").json(
             json!({"query": string(), "variables": open_object(), "operation_name": string(), "operationName": string()}),
