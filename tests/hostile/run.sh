@@ -66,27 +66,7 @@ manager="$CARGO_TARGET_DIR/debug/bai-manager"
 
 port="$(free_port)"
 db="sqlite://$work/manager.db?mode=rwc"
-cat >"$work/agent.toml" <<TOML
-[agent]
-id = "i-hostile-$$"
-rpc-listen = "127.0.0.1:0"
-metrics-listen = "127.0.0.1:0"
-heartbeat-interval = 1.0
-[container]
-backend = "process"
-scratch-root = "$work/scratch"
-scratch-type = "hostdir"
-process-root = "$work/process"
-[resource]
-reserved-cpu = 0
-reserved-mem = "512m"
-TOML
-cat >"$work/manager.toml" <<TOML
-[manager]
-metrics-listen = "127.0.0.1:0"
-[storage]
-root = "$work/vfolders"
-TOML
+allinone_configs "$work" "i-hostile-$$" process
 read -r admin_ak admin_sk <<<"$(allinone_keypair "$manager" "$db" --admin)"
 read -r user_ak user_sk <<<"$(allinone_keypair "$manager" "$db" --email fuzz-user@example.com)"
 

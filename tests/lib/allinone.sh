@@ -4,10 +4,20 @@
 # defines functions only. Each function fails through the caller's `fail` (which must exist).
 
 # allinone_configs WORK AGENT_ID DOCKER_HOST PORT_LO PORT_HI: writes WORK/agent.toml (Docker
-# backend, host ports PORT_LO..PORT_HI on 127.0.0.1) and WORK/manager.toml (folders in
-# WORK/vfolders, metrics on an ephemeral loopback port so that two managers never collide).
+# backend, host ports PORT_LO..PORT_HI on 127.0.0.1; DOCKER_HOST `process` means the process
+# backend, kernels under WORK/process) and WORK/manager.toml (folders in WORK/vfolders, metrics
+# on an ephemeral loopback port so that two managers never collide).
 allinone_configs() {
-    local work=$1 agent_id=$2 docker_host=$3 lo=$4 hi=$5
+    local work=$1 agent_id=$2 docker_host=$3 lo=${4:-} hi=${5:-} container
+    if [ "$docker_host" = process ]; then
+        container="backend = \"process\"
+process-root = \"$work/process\""
+    else
+        container="backend = \"docker\"
+docker-host = \"$docker_host\"
+bind-host = \"127.0.0.1\"
+port-range = [$lo, $hi]"
+    fi
     cat >"$work/agent.toml" <<TOML
 [agent]
 id = "$agent_id"
@@ -15,10 +25,7 @@ rpc-listen = "127.0.0.1:0"
 metrics-listen = "127.0.0.1:0"
 heartbeat-interval = 1.0
 [container]
-backend = "docker"
-docker-host = "$docker_host"
-bind-host = "127.0.0.1"
-port-range = [$lo, $hi]
+$container
 scratch-root = "$work/scratch"
 scratch-type = "hostdir"
 stop-timeout = 2.0

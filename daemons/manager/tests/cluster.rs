@@ -202,9 +202,22 @@ fn check_not_overcommitted(agents: &[agent::Model], all: &[(session::Model, Vec<
     }
 }
 
+async fn wait_agent_status(db: &DatabaseConnection, id: &str, status: AgentStatus, limit: Duration) {
+    common::wait_for(limit, &format!("agent {id} did not become {status}"), || async {
+        let a = repo::get_agent(db, &AgentId::new(id).unwrap()).await.map_err(|e| e.to_string())?.ok_or("no row")?;
+        if a.status.0 == status {
+            Ok(())
+        } else {
+            Err(a.status.0.to_string())
+        }
+    })
+    .await
+}
+
+/// Destroys a session the normal way: its agents' slots count as free only once the agents
+/// report its kernels gone (a forced destroy frees them at once, before the containers are).
 async fn destroy(api: SocketAddr, s: &session::Model) {
-    let reply =
-        common::request(api, Some(common::USER), "DELETE", &format!("/session/{}?forced=true", s.id), None).await;
+    let reply = common::request(api, Some(common::USER), "DELETE", &format!("/session/{}", s.id), None).await;
     assert!(matches!(reply.status, 200 | 204 | 404), "destroying {}: {reply:?}", s.name);
 }
 
@@ -399,29 +412,13 @@ async fn three_agent_processes_on_postgres_redis_and_etcd() {
     assert_eq!(on_victim.len(), 2);
     daemons[0].kill_9();
     let killed = Instant::now();
-    common::wait_for(Duration::from_secs(20), "the killed agent was not marked LOST", || async {
-        let a = repo::get_agent(&db, &AgentId::new(&victim).unwrap()).await.map_err(|e| e.to_string())?.unwrap();
-        if a.status.0 == AgentStatus::Lost {
-            Ok(())
-        } else {
-            Err(a.status.0.to_string())
-        }
-    })
-    .await;
+    wait_agent_status(&db, &victim, AgentStatus::Lost, Duration::from_secs(20)).await;
     eprintln!("LOST {:?} after the kill (heartbeat timeout 3 s)", killed.elapsed());
     for (s, _) in sessions(&db, &ids).await.iter().filter(|(_, k)| on_victim.contains(&k[0].id.to_string())) {
         assert_eq!(s.status.0, SessionStatus::Running, "{} on the lost agent: {:?}", s.name, s.status_info);
     }
     daemons[0] = cluster.start_agent(0);
-    common::wait_for(Duration::from_secs(30), "the restarted agent did not come back ALIVE", || async {
-        let a = repo::get_agent(&db, &AgentId::new(&victim).unwrap()).await.map_err(|e| e.to_string())?.unwrap();
-        if a.status.0 == AgentStatus::Alive {
-            Ok(())
-        } else {
-            Err(a.status.0.to_string())
-        }
-    })
-    .await;
+    wait_agent_status(&db, &victim, AgentStatus::Alive, Duration::from_secs(30)).await;
     let clients = AgentClients::new(TOKEN, None).unwrap();
     let held: BTreeSet<String> =
         common::wait_for(Duration::from_secs(30), "the restarted agent lost kernels", || async {

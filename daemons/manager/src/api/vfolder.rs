@@ -576,18 +576,14 @@ fn required(fields: &Fields<'_>, key: &str) -> Result<String, ApiError> {
 async fn rename_file(
     ctx: AuthContext,
     Shared(db): Shared<DatabaseConnection>,
-    Shared(storage): Shared<Storage>,
+    Shared(volumes): Shared<Volumes>,
     Path(name): Path<String>,
     params: Params,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     let f = params.fields();
-    let target = required(&f, "target_path")?;
-    let new_name = required(&f, "new_name")?;
-    let access = find_folder(&db, &ctx, &name).await?;
-    check_writable(&access)?;
-    let id = access.folder.id;
-    blocking(move || storage.rename_entry(id, &target, &new_name)).await.map_err(storage_error)?;
-    Ok(axum::Json(serde_json::json!({})))
+    let (target, new_name) = (required(&f, "target_path")?, required(&f, "new_name")?);
+    in_writable_folder(&db, &ctx, &volumes, &name, move |storage, id| storage.rename_entry(id, &target, &new_name))
+        .await
 }
 
 /// `POST /folders/{name}/move-file` `{"src", "dst"}` → `{}`: moves an entry within the folder,
@@ -595,18 +591,30 @@ async fn rename_file(
 async fn move_file(
     ctx: AuthContext,
     Shared(db): Shared<DatabaseConnection>,
-    Shared(storage): Shared<Storage>,
+    Shared(volumes): Shared<Volumes>,
     Path(name): Path<String>,
     params: Params,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     let f = params.fields();
-    let src = required(&f, "src")?;
-    let dst = required(&f, "dst")?;
-    let access = find_folder(&db, &ctx, &name).await?;
+    let (src, dst) = (required(&f, "src")?, required(&f, "dst")?);
+    in_writable_folder(&db, &ctx, &volumes, &name, move |storage, id| storage.move_entry(id, &src, &dst)).await
+}
+
+/// Runs a file operation in the folder `name` the caller may write to, on its storage host
+/// (off the async threads); `{}` when it succeeds.
+async fn in_writable_folder(
+    db: &DatabaseConnection,
+    ctx: &AuthContext,
+    volumes: &Volumes,
+    name: &str,
+    op: impl FnOnce(&Storage, Uuid) -> Result<(), StorageError> + Send + 'static,
+) -> Result<Json<Value>, ApiError> {
+    let access = find_folder(db, ctx, name).await?;
     check_writable(&access)?;
+    let storage = folder_storage(volumes, &access.folder)?;
     let id = access.folder.id;
-    blocking(move || storage.move_entry(id, &src, &dst)).await.map_err(storage_error)?;
-    Ok(axum::Json(serde_json::json!({})))
+    blocking(move || op(&storage, id)).await.map_err(storage_error)?;
+    Ok(Json(json!({})))
 }
 
 /// The manager's own address as the caller reached it: the `Host` header, with
