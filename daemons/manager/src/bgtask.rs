@@ -132,6 +132,8 @@ struct Entry {
 pub struct BackgroundTasks {
     tasks: Arc<Mutex<HashMap<Uuid, Entry>>>,
     retention: Duration,
+    /// Where `backendai_bgtask_*` are recorded, once given.
+    metrics: Arc<std::sync::OnceLock<Arc<crate::metrics::ManagerMetrics>>>,
 }
 
 impl std::fmt::Debug for BackgroundTasks {
@@ -158,7 +160,13 @@ pub struct Subscription {
 impl BackgroundTasks {
     /// A registry keeping finished tasks for `retention`.
     pub fn new(retention: Duration) -> Self {
-        Self { tasks: Arc::default(), retention }
+        Self { tasks: Arc::default(), retention, metrics: Arc::default() }
+    }
+
+    /// Records `backendai_bgtask_count`, `_done_count` and `_processing_time_sec` in
+    /// `metrics` from now on (only the first call has an effect).
+    pub fn set_metrics(&self, metrics: Arc<crate::metrics::ManagerMetrics>) {
+        let _ = self.metrics.set(metrics);
     }
 
     /// How long a finished task stays known.
@@ -197,6 +205,11 @@ impl BackgroundTasks {
             self.prune(&mut tasks);
             tasks.insert(task_id, Entry { state: state.clone(), owner, finished: None, abort: None });
         }
+        let metrics = self.metrics.get().cloned();
+        if let Some(m) = &metrics {
+            m.bgtask_started(name);
+        }
+        let started = std::time::Instant::now();
         let work = tokio::spawn(task(ProgressReporter { state: state.clone() }));
         if let Some(entry) = self.lock().get_mut(&task_id) {
             entry.abort = Some(work.abort_handle());
@@ -211,6 +224,13 @@ impl BackgroundTasks {
                 Err(e) => (TaskStatus::Failed, format!("the task failed: {e}")),
             };
             tracing::info!(task = %task_id, name, status = status.as_str(), message, "background task finished");
+            if let Some(m) = &metrics {
+                let error = match status {
+                    TaskStatus::Done => None,
+                    _ => Some(crate::metrics::ErrorInfo::new("bgtask", &name, status.as_str(), "BackgroundTaskError")),
+                };
+                m.bgtask_finished(&name, started.elapsed(), error.as_ref());
+            }
             if let Some(entry) = tasks.lock().get_mut(&task_id) {
                 entry.finished = Some(Instant::now());
                 entry.abort = None;
@@ -300,6 +320,38 @@ mod tests {
         assert_eq!(finished(&tasks, stuck).await.status, TaskStatus::Cancelled);
         assert!(!tasks.cancel(stuck));
         assert!(tasks.subscribe(Uuid::new_v4()).is_none());
+    }
+
+    #[tokio::test]
+    async fn tasks_are_counted_in_the_metrics() {
+        let metrics = Arc::new(crate::metrics::ManagerMetrics::new());
+        let tasks = BackgroundTasks::default();
+        tasks.set_metrics(metrics.clone());
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+        let waiting = tasks.start("rescan_images", None, |_| async move {
+            go_rx.await.map_err(|e| e.to_string())?;
+            Ok("done".to_string())
+        });
+        let text = metrics.encode();
+        assert!(text.contains("backendai_bgtask_count{task_name=\"rescan_images\"} 1"), "{text}");
+        go_tx.send(()).unwrap();
+        finished(&tasks, waiting).await;
+        let failed = tasks.start("rescan_images", None, |_| async { Err("registry r: refused".to_string()) });
+        finished(&tasks, failed).await;
+        let text = metrics.encode();
+        assert!(text.contains("backendai_bgtask_count{task_name=\"rescan_images\"} 0"), "{text}");
+        assert!(
+            text.contains("backendai_bgtask_done_count_total{task_name=\"rescan_images\",status=\"success\",domain=\"\",operation=\"\",error_detail=\"\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("backendai_bgtask_done_count_total{task_name=\"rescan_images\",status=\"failure\",domain=\"bgtask\",operation=\"rescan_images\",error_detail=\"failed\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("backendai_bgtask_processing_time_sec_bucket{le=\"600.0\",task_name=\"rescan_images\""),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -186,6 +186,7 @@ impl Manager {
     /// Records events, actions and agent calls in `metrics` from now on (only the first
     /// call has an effect).
     pub fn set_metrics(&self, metrics: Arc<ManagerMetrics>) {
+        self.bgtasks.set_metrics(metrics.clone());
         let _ = self.metrics.set(metrics);
     }
 

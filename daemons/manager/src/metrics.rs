@@ -21,12 +21,15 @@
 //! | `backendai_layer_operation_error_count` | counter | `domain`, `layer`, `operation`, `error_code` |
 //! | `backendai_layer_retry_count` | counter | `domain`, `layer`, `operation` |
 //! | `backendai_layer_operation_duration_sec` | histogram | `domain`, `layer`, `operation`, `success` |
+//! | `backendai_bgtask_count` | gauge | `task_name` |
+//! | `backendai_bgtask_done_count` | counter | `task_name`, `status`, `domain`, `operation`, `error_detail` |
+//! | `backendai_bgtask_processing_time_sec` | histogram | same ([`BGTASK_BUCKETS`]) |
 //! | `backendai_async_task_count` | gauge | — |
 //! | `backendai_cpu_usage_percent` | gauge | — |
 //! | `backendai_memory_used_rss` | gauge | — |
 //! | `backendai_memory_used_vms` | gauge | — |
 //!
-//! Every histogram uses [`DURATION_BUCKETS`]. In the text exposition counters carry the
+//! Every histogram uses [`DURATION_BUCKETS`] except the background tasks' ([`BGTASK_BUCKETS`]). In the text exposition counters carry the
 //! `_total` suffix (`backendai_api_request_count_total`, …) and histograms the `_bucket`,
 //! `_sum` and `_count` suffixes. A labelled family shows up once it has a series; the four
 //! system gauges are always there and are refreshed at every scrape.
@@ -38,8 +41,7 @@
 //! suffix (`auth-failed`, `object-not-found`, …).
 //!
 //! Not produced (their subsystems do not exist in this manager yet, so nothing is
-//! registered for them): the background task, sweeper (session/kernel), event
-//! propagator and stage families.
+//! registered for them): the sweeper (session/kernel), event propagator and stage families.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -70,6 +72,9 @@ use crate::db::DbError;
 /// The buckets (upper bounds, in seconds) of every duration histogram of the manager; the
 /// exposition adds the `+Inf` bucket.
 pub const DURATION_BUCKETS: [f64; 9] = [0.001, 0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
+
+/// The buckets of `backendai_bgtask_processing_time_sec`, in seconds (as the seed gives them).
+pub const BGTASK_BUCKETS: [f64; 7] = [0.1, 1.0, 10.0, 30.0, 60.0, 300.0, 600.0];
 
 /// The content type of `GET /metrics`.
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -169,6 +174,20 @@ struct ApiLabels {
     operation: String,
     error_detail: String,
     status_code: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BgtaskLabels {
+    task_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BgtaskDoneLabels {
+    task_name: String,
+    status: String,
+    domain: String,
+    operation: String,
+    error_detail: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -272,6 +291,10 @@ pub struct ManagerMetrics {
     layer_retries: Family<LayerLabels, Counter>,
     layer_duration: HistogramFamily<LayerDoneLabels>,
 
+    bgtasks: Family<BgtaskLabels, Gauge>,
+    bgtasks_done: Family<BgtaskDoneLabels, Counter>,
+    bgtask_time: HistogramFamily<BgtaskDoneLabels>,
+
     async_tasks: Gauge,
     cpu_usage: GaugeF64,
     memory_rss: Gauge,
@@ -305,6 +328,9 @@ impl ManagerMetrics {
             layer_errors: Family::default(),
             layer_retries: Family::default(),
             layer_duration: histogram_family(),
+            bgtasks: Family::default(),
+            bgtasks_done: Family::default(),
+            bgtask_time: Family::new_with_constructor(|| Histogram::new(BGTASK_BUCKETS)),
             async_tasks: Gauge::default(),
             cpu_usage: GaugeF64::default(),
             memory_rss: Gauge::default(),
@@ -377,6 +403,17 @@ impl ManagerMetrics {
             "Layer operation execution time in seconds",
             m.layer_duration.clone(),
         );
+        registry.register("backendai_bgtask_count", "Number of currently running background tasks", m.bgtasks.clone());
+        registry.register(
+            "backendai_bgtask_done_count",
+            "Total number of completed background tasks",
+            m.bgtasks_done.clone(),
+        );
+        registry.register(
+            "backendai_bgtask_processing_time_sec",
+            "Background task execution time in seconds",
+            m.bgtask_time.clone(),
+        );
         registry.register("backendai_async_task_count", "Number of active async tasks", m.async_tasks.clone());
         registry.register(
             "backendai_cpu_usage_percent",
@@ -438,6 +475,22 @@ impl ManagerMetrics {
         };
         self.gql_requests.get_or_create(&labels).inc();
         self.gql_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+    }
+
+    /// A background task named `task_name` started.
+    pub fn bgtask_started(&self, task_name: &str) {
+        self.bgtasks.get_or_create(&BgtaskLabels { task_name: label(task_name) }).inc();
+    }
+
+    /// A background task named `task_name` ended after `elapsed`, failed with `error` if given.
+    pub fn bgtask_finished(&self, task_name: &str, elapsed: Duration, error: Option<&ErrorInfo>) {
+        let task_name = label(task_name);
+        self.bgtasks.get_or_create(&BgtaskLabels { task_name: task_name.clone() }).dec();
+        let (domain, operation, error_detail) = error.map(ErrorInfo::labels).unwrap_or_default();
+        let labels =
+            BgtaskDoneLabels { task_name, status: status_label(error.is_none()), domain, operation, error_detail };
+        self.bgtasks_done.get_or_create(&labels).inc();
+        self.bgtask_time.get_or_create(&labels).observe(elapsed.as_secs_f64());
     }
 
     /// Records one handled event of `event_type` that took `elapsed`, failed with `error` if
