@@ -22,7 +22,7 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -93,7 +93,7 @@ impl FromRequest<ApiState> for Params {
 
     async fn from_request(req: Request, state: &ApiState) -> Result<Self, ApiError> {
         let mut params = query_params(req.uri());
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| ApiError::invalid("body", r.body_text()))?;
+        let bytes = super::extract::read_body(req, state).await?;
         if !bytes.iter().all(u8::is_ascii_whitespace) {
             match parse_json::<Value>(&bytes)? {
                 Value::Object(body) => params.extend(body),
