@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End to end with the official Backend.AI client: installs backend.ai-client 23.9.10 in a venv,
 # starts an all-in-one bai-manager (an embedded agent on Docker), and drives sessions, the admin
-# listings, an image rescan (a background task) and alias, a second user's isolation, the session's apps (`backend.ai app` forwarding a local
+# listings, an image rescan (a background task) and alias, a second user's isolation, the admin
+# update/delete/purge commands, the session's apps (`backend.ai app` forwarding a local
 # port) and virtual folders through the unmodified `backend.ai` CLI, asserting on its output; then runs code through our own `bai` CLI against the same
 # manager.
 #
@@ -129,6 +130,61 @@ grep -q '"total_count": 0' <<<"$out" || fail "carol's ps is not empty: $out"
 if out="$(BACKEND_ACCESS_KEY=$carol_ak BACKEND_SECRET_KEY=$carol_sk cli session rm e2e-sess 2>&1)"; then
     fail "carol destroyed the admin's session: $out"
 fi
+
+say "backend.ai admin domain / scaling-group / keypair-resource-policy update, delete, purge; user purge"
+jcli() { cli --output json "$@"; }
+ok() { grep -q '"ok": true' <<<"$2" || fail "$1 did not succeed: $2"; }
+refused() { # refused WHAT NEEDLE OUTPUT: the command failed and said NEEDLE
+    grep -q '"ok": false' <<<"$3" || fail "$1 was not refused: $3"
+    grep -q "$2" <<<"$3" || fail "$1 was refused without saying '$2': $3"
+}
+out="$(jcli admin domain add e2e-dom 2>&1)" || fail "admin domain add: $out"
+out="$(jcli admin domain update e2e-dom --description 'for e2e' --total-resource-slots '{"cpu": "8"}' 2>&1)" || fail "admin domain update: $out"
+ok "admin domain update" "$out"
+out="$(jcli admin domain info e2e-dom 2>&1)" || fail "admin domain info: $out"
+grep -q '"description": "for e2e"' <<<"$out" || fail "admin domain update did not change the description: $out"
+out="$(jcli admin domain update e2e-dom --total-resource-slots '[1]' 2>&1)" && fail "a bad domain update succeeded: $out"
+refused "admin domain update" "invalid total_resource_slots" "$out"
+out="$(jcli admin domain delete e2e-dom 2>&1)" || fail "admin domain delete: $out"
+ok "admin domain delete" "$out"
+out="$(jcli admin domain info e2e-dom 2>&1)" || fail "admin domain info: $out"
+grep -q '"is_active": false' <<<"$out" || fail "admin domain delete did not deactivate: $out"
+out="$(cli admin user add e2e-dom dave@example.com 'dave-password-1' 2>&1)" || fail "admin user add: $out"
+out="$(echo y | jcli admin domain purge e2e-dom 2>&1)" && fail "a domain with a user was purged: $out"
+refused "admin domain purge" "still has 1 user" "$out"
+out="$(echo y | jcli admin user purge dave@example.com 2>&1)" || fail "admin user purge: $out"
+ok "admin user purge" "$out"
+out="$(jcli admin user list 2>&1)" || fail "admin user list: $out"
+grep -q 'dave@example.com' <<<"$out" && fail "a purged user is still listed: $out"
+out="$(echo y | jcli admin domain purge e2e-dom 2>&1)" || fail "admin domain purge: $out"
+ok "admin domain purge" "$out"
+out="$(jcli admin domain list 2>&1)" || fail "admin domain list: $out"
+grep -q 'e2e-dom' <<<"$out" && fail "a purged domain is still listed: $out"
+
+out="$(jcli admin scaling-group add e2e-sg 2>&1)" || fail "admin scaling-group add: $out"
+out="$(jcli admin scaling-group associate-scaling-group e2e-sg default 2>&1)" || fail "associate-scaling-group: $out"
+out="$(jcli admin scaling-group dissociate-scaling-group e2e-sg default 2>&1)" || fail "dissociate-scaling-group: $out"
+ok "admin scaling-group dissociate-scaling-group" "$out"
+out="$(jcli admin scaling-group update e2e-sg --description updated --scheduler lifo 2>&1)" || fail "admin scaling-group update: $out"
+ok "admin scaling-group update" "$out"
+out="$(jcli admin scaling-group info e2e-sg 2>&1)" || fail "admin scaling-group info: $out"
+grep -q '"scheduler": "lifo"' <<<"$out" || fail "admin scaling-group update did not change the scheduler: $out"
+out="$(jcli admin scaling-group update e2e-sg --scheduler random 2>&1)" && fail "a bad scheduler was accepted: $out"
+refused "admin scaling-group update" "invalid scheduler" "$out"
+out="$(jcli admin scaling-group delete default 2>&1)" && fail "the agent's scaling group was deleted: $out"
+refused "admin scaling-group delete" "$agent_id" "$out"
+out="$(jcli admin scaling-group delete e2e-sg 2>&1)" || fail "admin scaling-group delete: $out"
+ok "admin scaling-group delete" "$out"
+
+out="$(jcli admin keypair-resource-policy add e2e-pol 2>&1)" || fail "admin keypair-resource-policy add: $out"
+out="$(jcli admin keypair-resource-policy update e2e-pol --max-concurrent-sessions 7 2>&1)" || fail "admin keypair-resource-policy update: $out"
+ok "admin keypair-resource-policy update" "$out"
+out="$(jcli admin keypair-resource-policy info e2e-pol 2>&1)" || fail "admin keypair-resource-policy info: $out"
+grep -q '"max_concurrent_sessions": 7' <<<"$out" || fail "the policy was not updated: $out"
+out="$(echo y | jcli admin keypair-resource-policy delete default 2>&1)" && fail "the default policy was deleted: $out"
+refused "admin keypair-resource-policy delete" "default" "$out"
+out="$(echo y | jcli admin keypair-resource-policy delete e2e-pol 2>&1)" || fail "admin keypair-resource-policy delete: $out"
+ok "admin keypair-resource-policy delete" "$out"
 
 say "backend.ai apps / app: the session's services through the manager"
 out="$(cli apps e2e-sess --list-names 2>&1)" || fail "apps: $out"

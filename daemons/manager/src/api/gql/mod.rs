@@ -18,8 +18,15 @@
 //!   ([`policy`]). Mutations ([`mutation`]): `create_keypair`, `modify_keypair`,
 //!   `delete_keypair`, `create_user`, `modify_user`, `delete_user`, `create_group`,
 //!   `modify_group`, `create_domain`, `create_scaling_group`,
-//!   `associate_scaling_group_with_domain`, `create_keypair_resource_policy`, with the
-//!   original's input type names. Undeclared variables are ignored.
+//!   `associate_scaling_group_with_domain`, `create_keypair_resource_policy`; and
+//!   ([`admin_mutation`]) `modify_domain`, `delete_domain`, `purge_domain`, `delete_group`,
+//!   `purge_group`, `purge_user`, `modify_scaling_group`, `delete_scaling_group`,
+//!   `disassociate_scaling_group_with_domain`, `disassociate_all_scaling_groups_with_domain`,
+//!   `associate_scaling_group_with_user_group`, `disassociate_scaling_group_with_user_group`,
+//!   `disassociate_all_scaling_groups_with_group`, `associate_scaling_group_with_keypair`,
+//!   `disassociate_scaling_group_with_keypair`, `modify_keypair_resource_policy`,
+//!   `delete_keypair_resource_policy` — with the original's input type names, merged into
+//!   [`Mutation`]. Undeclared variables are ignored.
 //! - **Permissions** (§7.4). Roots marked superadmin-only or admin-only in the original are
 //!   so here (`require_superadmin`, `require_admin`; a domain admin is confined to their
 //!   domain, as in `scoped`); a caller without the role gets a "Forbidden operation." GraphQL
@@ -42,8 +49,10 @@
 //! The engine is `async-graphql` (validation, variables, fragments, introspection); this
 //! module adds the wire conventions above. To add a root, write a `#[derive(Default)]` struct
 //! with an `#[Object(rename_fields = "snake_case", rename_args = "snake_case")]` impl in a
-//! submodule, add it to [`Query`], and mark its object types `serial`.
+//! submodule, add it to [`Query`] (a mutation root: to [`Mutation`]), and mark its object
+//! types `serial`.
 
+pub mod admin_mutation;
 pub mod agent;
 pub mod filter;
 pub mod image;
@@ -90,12 +99,17 @@ pub struct Query(
     policy::PolicyQuery,
 );
 
+/// The mutation root: every mutation of the schema.
+#[derive(MergedObject, Default)]
+#[graphql(name = "Mutation")]
+pub struct Mutation(mutation::Mutation, admin_mutation::AdminMutation);
+
 /// The schema type.
-pub type GqlSchema = Schema<Query, mutation::Mutation, EmptySubscription>;
+pub type GqlSchema = Schema<Query, Mutation, EmptySubscription>;
 
 /// Builds the schema (the routes share one, built on first use).
 pub fn schema() -> GqlSchema {
-    Schema::build(Query::default(), mutation::Mutation, EmptySubscription)
+    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
         .register_output_type::<scalars::BigInt>()
         .register_output_type::<scalars::JsonString>()
         .register_output_type::<scalars::DateTime>()
@@ -122,6 +136,8 @@ pub struct GqlContext {
     pub keypairs: Option<Arc<dyn KeypairStore>>,
     /// The manager core (for mutations that call agents), when there is one.
     pub manager: Option<Arc<crate::manager::Manager>>,
+    /// The storage host (purges remove deleted folders' directories), when there is one.
+    pub storage: Option<Arc<crate::storage::Storage>>,
 }
 
 /// The original's `admin_required`: a domain admin or a superadmin, else "Forbidden
@@ -321,8 +337,14 @@ pub async fn execute(
     variables: serde_json::Value,
     operation_name: Option<String>,
 ) -> async_graphql::Response {
-    execute_observed(GqlContext { auth, db, keypairs: None, manager: None }, query, variables, operation_name, None)
-        .await
+    execute_observed(
+        GqlContext { auth, db, keypairs: None, manager: None, storage: None },
+        query,
+        variables,
+        operation_name,
+        None,
+    )
+    .await
 }
 
 /// [`execute`] in `context` (with the keypair store whose cache mutations invalidate),
@@ -380,6 +402,7 @@ async fn run(state: &ApiState, auth: AuthContext, body: GqlBody) -> Result<async
         db,
         keypairs: Some(state.keypairs().clone()),
         manager: state.service::<crate::manager::Manager>(),
+        storage: state.service::<crate::storage::Storage>(),
     };
     Ok(execute_observed(context, body.query, variables, body.operation_name, metrics).await)
 }

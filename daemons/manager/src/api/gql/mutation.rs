@@ -99,13 +99,14 @@ macro_rules! result_type {
         }
     };
 }
+pub(super) use result_type;
 
 /// What a mutation did: its object, or why it refused (the `msg` of `ok: false`).
-type Outcome<T> = std::result::Result<T, String>;
+pub(super) type Outcome<T> = std::result::Result<T, String>;
 
 /// A repository result as an outcome: validation failures become `ok: false` with their
 /// message; database failures stay GraphQL errors.
-fn outcome<T>(result: std::result::Result<T, DbError>) -> Result<Outcome<T>> {
+pub(super) fn outcome<T>(result: std::result::Result<T, DbError>) -> Result<Outcome<T>> {
     match result {
         Ok(value) => Ok(Ok(value)),
         Err(DbError::Db(e)) => Err(db_error(e)),
@@ -385,7 +386,7 @@ pub struct CreateKeyPairResourcePolicyInput {
 }
 
 /// A name for a domain, group, scaling group or policy: 1–64 letters, digits, `-`, `_`, `.`.
-fn check_name(field: &str, name: &str) -> Outcome<()> {
+pub(super) fn check_name(field: &str, name: &str) -> Outcome<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.chars().all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'));
@@ -397,7 +398,10 @@ fn check_name(field: &str, name: &str) -> Outcome<()> {
 }
 
 /// A JSONString holding a JSON object (JSON `null` or an absent value: `None`).
-fn json_object(field: &str, value: Option<&JsonString>) -> Outcome<Option<serde_json::Map<String, serde_json::Value>>> {
+pub(super) fn json_object(
+    field: &str,
+    value: Option<&JsonString>,
+) -> Outcome<Option<serde_json::Map<String, serde_json::Value>>> {
     let Some(value) = value else { return Ok(None) };
     match serde_json::from_str::<serde_json::Value>(&value.0) {
         Ok(serde_json::Value::Null) => Ok(None),
@@ -408,7 +412,7 @@ fn json_object(field: &str, value: Option<&JsonString>) -> Outcome<Option<serde_
 }
 
 /// Resource slots from a JSONString object such as `{"cpu": "4", "mem": "8g"}`.
-fn slots(field: &str, value: Option<&JsonString>) -> Outcome<Option<ResourceSlot>> {
+pub(super) fn slots(field: &str, value: Option<&JsonString>) -> Outcome<Option<ResourceSlot>> {
     match json_object(field, value)? {
         None => Ok(None),
         Some(map) => ResourceSlot::from_user_input(&map, None).map(Some).map_err(|e| format!("invalid {field}: {e}")),
@@ -430,7 +434,7 @@ fn parse_uuids(field: &str, ids: &[String]) -> Outcome<Vec<uuid::Uuid>> {
 }
 
 /// A domain admin may act only inside their own domain.
-fn require_domain(auth: &AuthContext, domain_name: &str) -> Result<()> {
+pub(super) fn require_domain(auth: &AuthContext, domain_name: &str) -> Result<()> {
     if auth.role() == Role::Admin && domain_name != auth.credential.domain_name {
         return Err(forbidden("a domain admin may only manage their own domain"));
     }
@@ -438,7 +442,7 @@ fn require_domain(auth: &AuthContext, domain_name: &str) -> Result<()> {
 }
 
 /// Drops these keypairs from the API's credential cache.
-fn invalidate<'a>(gql: &GqlContext, access_keys: impl IntoIterator<Item = &'a str>) {
+pub(super) fn invalidate<'a>(gql: &GqlContext, access_keys: impl IntoIterator<Item = &'a str>) {
     if let Some(store) = &gql.keypairs {
         for access_key in access_keys {
             store.invalidate(access_key);
@@ -455,12 +459,13 @@ macro_rules! try_outcome {
         }
     };
 }
+pub(super) use try_outcome;
 
-/// The mutation root.
+/// The original mutations of the CLI's first admin commands (merged into [`super::Mutation`]).
 #[derive(Debug, Default)]
 pub struct Mutation;
 
-#[Object(rename_fields = "snake_case", rename_args = "snake_case")]
+#[Object(name = "BaseMutation", rename_fields = "snake_case", rename_args = "snake_case")]
 impl Mutation {
     /// Creates a keypair for the user with the e-mail address `user_id` (admins).
     async fn create_keypair(&self, ctx: &Context<'_>, user_id: String, props: KeyPairInput) -> Result<CreateKeyPair> {
