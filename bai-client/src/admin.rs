@@ -455,11 +455,39 @@ impl Client {
         self.gql_field("images", query, json!({"is_operation": false})).await
     }
 
-    /// Asks the manager to scan the agents' images again (superadmin) and returns its report.
+    /// Asks the manager to scan the agents' images (and its configured registries) again
+    /// (superadmin) and returns its report. The manager runs the scan as a background task;
+    /// this follows the task's events (`/events/background-task`) to its end, and a failed
+    /// or cancelled scan is [`Error::Rejected`] with the task's message.
     pub async fn rescan_images(&self) -> Result<String> {
         let query = "mutation($registry: String) {\n  rescan_images(registry: $registry) {\n    ok msg task_id\n  }\n}";
         let result = self.mutate("rescan_images", query, json!({"registry": null})).await?;
-        Ok(result["msg"].as_str().unwrap_or_default().to_string())
+        let msg = result["msg"].as_str().unwrap_or_default().to_string();
+        match result["task_id"].as_str() {
+            Some(task_id) => self.follow_background_task("rescan_images", task_id).await,
+            None => Ok(msg),
+        }
+    }
+
+    /// Waits for background task `task_id` to end: its final message when it is done, else
+    /// [`Error::Rejected`] for `operation`.
+    pub async fn follow_background_task(&self, operation: &str, task_id: &str) -> Result<String> {
+        use futures::StreamExt;
+        let query = [("taskId", task_id.to_string())];
+        let response = self.send(Method::GET, "/events/background-task", &query, Body::Empty).await?;
+        let mut events = crate::events::EventStream::from_response(response);
+        while let Some(event) = events.next().await {
+            let event = event?;
+            let message = event.data["message"].as_str().unwrap_or_default().to_string();
+            match event.name.as_str() {
+                "bgtask_done" => return Ok(message),
+                "bgtask_failed" | "bgtask_cancelled" => {
+                    return Err(Error::Rejected { operation: operation.to_string(), msg: message })
+                }
+                _ => {}
+            }
+        }
+        Err(protocol(operation, format!("the events of background task {task_id} ended without its outcome")))
     }
 
     /// Scaling groups (superadmin).

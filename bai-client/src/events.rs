@@ -83,6 +83,13 @@ pub struct EventStream {
     done: bool,
 }
 
+impl EventStream {
+    /// The events of a server-sent-event response.
+    pub(crate) fn from_response(response: reqwest::Response) -> Self {
+        EventStream { body: Box::pin(response.bytes_stream()), buffer: BytesMut::new(), done: false }
+    }
+}
+
 impl std::fmt::Debug for EventStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventStream").field("done", &self.done).finish_non_exhaustive()
@@ -163,7 +170,7 @@ impl Client {
         let key = if Uuid::parse_str(reference).is_ok() { "sessionId" } else { "sessionName" };
         let query = [(key, reference.to_string()), ("scope", scope.as_str().to_string())];
         let response = self.send(Method::GET, "/events/session", &query, Body::Empty).await?;
-        Ok(EventStream { body: Box::pin(response.bytes_stream()), buffer: BytesMut::new(), done: false })
+        Ok(EventStream::from_response(response))
     }
 }
 

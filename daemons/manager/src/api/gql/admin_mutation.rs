@@ -266,11 +266,11 @@ fn policy_changes(props: ModifyKeyPairResourcePolicyInput) -> Outcome<repo::Keyp
     })
 }
 
-/// Removes the directories of deleted folders from the storage host, when this endpoint has
-/// it and the folders live there. The rows are gone already, so a failure is logged, not
-/// answered.
+/// Removes the directories of deleted folders from their storage hosts, when this endpoint
+/// has them. The rows are gone already, so a failure (or a host no longer defined) is
+/// logged, not answered.
 async fn remove_directories(gql: &GqlContext, folders: &[vfolder::Model]) {
-    let Some(storage) = &gql.storage else {
+    let Some(volumes) = &gql.storage else {
         if !folders.is_empty() {
             tracing::warn!(
                 count = folders.len(),
@@ -280,11 +280,14 @@ async fn remove_directories(gql: &GqlContext, folders: &[vfolder::Model]) {
         return;
     };
     for folder in folders {
-        if folder.host != storage.host() {
-            tracing::warn!(folder = %folder.id, host = %folder.host, "graphql: deleted folder on another storage host keeps its directory");
-            continue;
-        }
-        let (storage, id) = (storage.clone(), folder.id);
+        let storage = match volumes.storage_of(&folder.host) {
+            Ok(storage) => storage,
+            Err(e) => {
+                tracing::warn!(folder = %folder.id, host = %folder.host, error = %e, "graphql: deleted folder keeps its directory");
+                continue;
+            }
+        };
+        let id = folder.id;
         if let Err(e) = crate::storage::blocking(move || storage.delete_folder(id)).await {
             tracing::warn!(folder = %id, error = %e, "graphql: removing a deleted folder's directory failed");
         }

@@ -136,8 +136,8 @@ pub struct GqlContext {
     pub keypairs: Option<Arc<dyn KeypairStore>>,
     /// The manager core (for mutations that call agents), when there is one.
     pub manager: Option<Arc<crate::manager::Manager>>,
-    /// The storage host (purges remove deleted folders' directories), when there is one.
-    pub storage: Option<Arc<crate::storage::Storage>>,
+    /// The storage hosts (purges remove deleted folders' directories), when there are some.
+    pub storage: Option<Arc<crate::volumes::Volumes>>,
 }
 
 /// The original's `admin_required`: a domain admin or a superadmin, else "Forbidden
@@ -402,7 +402,7 @@ async fn run(state: &ApiState, auth: AuthContext, body: GqlBody) -> Result<async
         db,
         keypairs: Some(state.keypairs().clone()),
         manager: state.service::<crate::manager::Manager>(),
-        storage: state.service::<crate::storage::Storage>(),
+        storage: state.service::<crate::volumes::Volumes>(),
     };
     Ok(execute_observed(context, body.query, variables, body.operation_name, metrics).await)
 }
