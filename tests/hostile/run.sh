@@ -86,6 +86,7 @@ start_proxy() {
 }
 
 mkdir -p "$reports"
+cd "$work" # schemathesis keeps its state (.schemathesis/) in the working directory
 failed=()
 pass() {
     local name=$1 base=$2
