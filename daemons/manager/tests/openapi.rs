@@ -23,7 +23,7 @@ async fn every_documented_operation_reaches_a_handler() {
 
     let mut problems = Vec::new();
     for op in operations() {
-        let path = op.path.replace("{*path}", "x/y").replace('{', "").replace('}', "");
+        let path = op.path.replace("{*path}", "x/y").replace(['{', '}'], "");
         let path = if op.access == Access::Token { format!("{path}?token=bogus") } else { path };
         let key = (op.access == Access::Signed).then_some(common::ADMIN);
         let reply =
