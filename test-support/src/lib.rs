@@ -6,11 +6,13 @@
 //! skips with a printed reason, unless `BAI_REQUIRE_SERVICES=1` (set by `scripts/test`), in
 //! which case it fails.
 //!
-//! [`openmetrics`] parses `/metrics` scrapes; [`otlp`] collects the spans a daemon exports; [`AgentContainers`] removes an agent's kernel
-//! containers when a Docker test ends; [`fake_agent`] simulates agents for scale tests and
+//! [`openmetrics`] parses `/metrics` scrapes; [`otlp`] collects the spans a daemon exports;
+//! [`log_lines::LogLines`] keeps what a log layer writes; [`AgentContainers`] removes an agent's
+//! kernel containers when a Docker test ends; [`fake_agent`] simulates agents for scale tests and
 //! benchmarks.
 
 pub mod fake_agent;
+pub mod log_lines;
 pub mod openmetrics;
 pub mod otlp;
 

@@ -9,8 +9,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bai_test_support::otlp::{kind, Collector, Span};
@@ -21,32 +19,7 @@ use tracing_subscriber::layer::SubscriberExt;
 const USER_ID: &str = "dfa9da54-4b28-432f-be29-c0d680c7a412";
 
 /// Log lines written by the layer under test.
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl Lines {
-    fn json(&self) -> Vec<Value> {
-        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
-    }
-}
-
-impl Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Lines {
-    type Writer = Lines;
-    fn make_writer(&'w self) -> Lines {
-        self.clone()
-    }
-}
+use bai_test_support::log_lines::LogLines as Lines;
 
 /// A runtime whose every thread (workers and blocking pool) logs and traces to `dispatch`.
 fn traced_runtime(dispatch: tracing::Dispatch) -> tokio::runtime::Runtime {
