@@ -194,8 +194,7 @@ struct Pump {
     filter: SessionEventFilter,
     sessions: HashMap<Uuid, Option<SessionFacts>>,
     kernels: HashMap<KernelId, Option<(String, i32)>>,
-    closing: bool,
-    done: bool,
+    ending: Ending,
 }
 
 impl Pump {
@@ -256,12 +255,8 @@ impl Pump {
 
     /// The next frame to send, or `None` when the stream ends.
     async fn next_frame(&mut self) -> Option<SseEvent> {
-        if self.done {
-            return None;
-        }
-        if self.closing {
-            self.done = true;
-            return Some(SseEvent::default().event("server_close").data("{}"));
+        if let Some(last) = self.ending.step() {
+            return last;
         }
         loop {
             let envelope = match self.bus.next().await? {
@@ -301,7 +296,7 @@ impl Pump {
                 }
             }
             if self.filter.single_session() && matches!(name, "session_terminated" | "session_cancelled") {
-                self.closing = true;
+                self.ending.closing = true;
             }
             return Some(SseEvent::default().event(name).data(Value::Object(data).to_string()));
         }
@@ -314,37 +309,81 @@ async fn session_events(ctx: AuthContext, State(state): State<ApiState>, uri: Ur
     let filter = parse_filter(&db, &ctx, &uri).await?;
     tracing::info!(access_key = ctx.access_key(), session = %filter.session_name, id = ?filter.session_id, "session events stream opened");
     let bus = manager.bus().subscribe().await.map_err(|e| ApiError::service_unavailable(format!("event bus: {e}")))?;
-    let pump = Pump { db, bus, filter, sessions: HashMap::new(), kernels: HashMap::new(), closing: false, done: false };
-    let stream = futures::stream::unfold(pump, |mut pump| async move {
-        let frame = pump.next_frame().await?;
-        Some((Ok::<_, Infallible>(frame), pump))
+    let pump = Pump { db, bus, filter, sessions: HashMap::new(), kernels: HashMap::new(), ending: Ending::default() };
+    Ok(sse(pump))
+}
+
+/// How an event stream ends: after the frame that closes it, one `server_close` frame (as the
+/// original sends), then nothing.
+#[derive(Default)]
+struct Ending {
+    closing: bool,
+    done: bool,
+}
+
+impl Ending {
+    /// `Some(last)` once the stream is closing: the `server_close` frame the first time, `None`
+    /// (the end) after it; `None` while the stream goes on.
+    fn step(&mut self) -> Option<Option<SseEvent>> {
+        if self.done {
+            return Some(None);
+        }
+        if self.closing {
+            self.done = true;
+            return Some(Some(server_close()));
+        }
+        None
+    }
+}
+
+fn server_close() -> SseEvent {
+    SseEvent::default().event("server_close").data("{}")
+}
+
+/// A source of SSE frames; `None` ends the stream.
+trait Frames: Send + 'static {
+    fn next_frame(&mut self) -> impl std::future::Future<Output = Option<SseEvent>> + Send;
+}
+
+impl Frames for Pump {
+    fn next_frame(&mut self) -> impl std::future::Future<Output = Option<SseEvent>> + Send {
+        Pump::next_frame(self)
+    }
+}
+
+impl Frames for TaskPump {
+    fn next_frame(&mut self) -> impl std::future::Future<Output = Option<SseEvent>> + Send {
+        TaskPump::next_frame(self)
+    }
+}
+
+/// The streaming response of `frames`, with a `ping` comment every 15 s.
+fn sse(frames: impl Frames) -> Response {
+    let stream = futures::stream::unfold(frames, |mut frames| async move {
+        let frame = frames.next_frame().await?;
+        Some((Ok::<_, Infallible>(frame), frames))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("ping")).into_response())
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("ping")).into_response()
 }
 
 /// Where a background-task stream is.
 struct TaskPump {
     state: tokio::sync::watch::Receiver<crate::bgtask::TaskState>,
     first: bool,
-    closing: bool,
-    done: bool,
+    ending: Ending,
 }
 
 impl TaskPump {
     fn frame(&mut self, state: &crate::bgtask::TaskState) -> SseEvent {
         if state.status.is_finished() {
-            self.closing = true;
+            self.ending.closing = true;
         }
         SseEvent::default().event(state.status.event_name()).data(state.to_json().to_string())
     }
 
     async fn next_frame(&mut self) -> Option<SseEvent> {
-        if self.done {
-            return None;
-        }
-        if self.closing {
-            self.done = true;
-            return Some(SseEvent::default().event("server_close").data("{}"));
+        if let Some(last) = self.ending.step() {
+            return last;
         }
         if self.first {
             self.first = false;
@@ -358,8 +397,8 @@ impl TaskPump {
         // headers, before its spinner has started.
         if self.state.changed().await.is_err() {
             // The task was forgotten without a final state (cannot happen while it is retained).
-            self.done = true;
-            return Some(SseEvent::default().event("server_close").data("{}"));
+            self.ending.done = true;
+            return Some(server_close());
         }
         let state = self.state.borrow_and_update().clone();
         Some(self.frame(&state))
@@ -385,10 +424,5 @@ async fn background_task_events(
         return Err(ApiError::not_found("background task"));
     }
     tracing::info!(access_key = ctx.access_key(), task = %id, "background task stream opened");
-    let pump = TaskPump { state: subscription.state, first: true, closing: false, done: false };
-    let stream = futures::stream::unfold(pump, |mut pump| async move {
-        let frame = pump.next_frame().await?;
-        Some((Ok::<_, Infallible>(frame), pump))
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("ping")).into_response())
+    Ok(sse(TaskPump { state: subscription.state, first: true, ending: Ending::default() }))
 }
