@@ -75,6 +75,11 @@ struct StatState {
     containers: StatCollector,
     node: NodeStatCollector,
     last: BTreeMap<KernelId, ContainerMetrics>,
+    /// The main PID of each kernel's container, by container id, as last inspected. A sweep
+    /// reads cgroups through it without asking the engine again; a container whose read fails
+    /// (it restarted, exited, or the PID now belongs to someone else: the collector checks the
+    /// PID's cgroup names the container) is inspected afresh on the next sweep.
+    pids: HashMap<String, u32>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -155,7 +160,7 @@ impl Agent {
             runner_start: AsyncMutex::new(()),
             watchers: Mutex::new(HashMap::new()),
             owners: Mutex::new(HashMap::new()),
-            stats: Mutex::new(StatState { containers, node, last: BTreeMap::new() }),
+            stats: Mutex::new(StatState { containers, node, last: BTreeMap::new(), pids: HashMap::new() }),
             services: ServiceLauncher::default(),
         })
     }
@@ -638,6 +643,8 @@ impl Agent {
         }
         let runtime = self.kernels.runtime();
         runtime.stop(&kernel.container_id, Duration::from_secs(10)).await?;
+        // Its main process changes: the statistics sweep must inspect it again.
+        lock(&self.stats).pids.remove(&kernel.container_id);
         runtime.start(&kernel.container_id).await?;
         self.watch(&kernel);
         Ok(self.created(&kernel))
@@ -1253,16 +1260,22 @@ impl Agent {
 
     /// One statistics sweep over the node and every kernel, into the metrics.
     pub async fn collect_stats(&self) {
+        let known = lock(&self.stats).pids.clone();
         let mut targets = Vec::new();
         for kernel_id in self.kernels.kernel_ids() {
             if let Some(kernel) = self.kernels.kernel(kernel_id) {
-                let pid = self.kernels.runtime().inspect(&kernel.container_id).await.ok().and_then(|i| i.pid);
+                let pid = match known.get(&kernel.container_id) {
+                    Some(pid) => Some(*pid),
+                    None => self.kernels.runtime().inspect(&kernel.container_id).await.ok().and_then(|i| i.pid),
+                };
                 targets.push((kernel, pid));
             }
         }
         let owners = lock(&self.owners).clone();
         let now = Instant::now();
         let mut stats = lock(&self.stats);
+        // Only the kernels of this sweep: removed ones are forgotten here.
+        stats.pids = targets.iter().filter_map(|(k, pid)| Some((k.container_id.clone(), (*pid)?))).collect();
         self.metrics.stat_triggered(StatScope::Node);
         match stats.node.collect(now) {
             Ok(node) => {
@@ -1289,8 +1302,9 @@ impl Agent {
         if sweep.errors.is_empty() {
             self.metrics.stat_succeeded(StatScope::Container);
         } else {
-            for e in sweep.errors.values() {
-                tracing::debug!(error = %e, "container statistics");
+            for (container, e) in &sweep.errors {
+                tracing::debug!(container = %container, error = %e, "container statistics");
+                stats.pids.remove(container);
             }
             self.metrics.stat_failed(StatScope::Container, "StatCollectionError");
         }

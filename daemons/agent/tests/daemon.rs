@@ -421,6 +421,38 @@ async fn rpc_create_execute_files_destroy_and_metrics() {
     let stats: serde_json::Value = serde_json::from_str(&stats.json).unwrap();
     assert!(stats.get("mem").is_some(), "{stats}");
 
+    // Restarted in place (same container, a new main process): the sweeps that follow read it
+    // again (the agent forgets the PID it remembered for it).
+    let successes = |text: &str| {
+        find(
+            &samples(text),
+            "backendai_stat_task_success_count_total",
+            &[("agent_id", id.as_str()), ("stat_scope", "container")],
+        )[0]
+        .2
+    };
+    client
+        .restart_kernel(pb::RestartKernelRequest { session_id: session.clone(), kernel_id: kernel.clone() })
+        .await
+        .expect("restart");
+    let before = successes(&scrape(running.metrics_addr).await);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = scrape(running.metrics_addr).await;
+        if successes(&text) >= before + 2.0 {
+            let all = samples(&text);
+            let mem = find(
+                &all,
+                "backendai_container_utilization",
+                &[("container_metric_name", "mem"), ("kernel_id", &kernel), ("value_type", "current")],
+            );
+            assert!(mem[0].2 > 0.0, "the restarted kernel's memory: {mem:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no successful container sweep after the restart within 30 s:\n{text}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
     // Destroy: events, resources back, metrics series gone.
     let reply = client
         .destroy_kernel(pb::DestroyKernelRequest {
