@@ -18,6 +18,8 @@ pub struct FakeAgent {
     pub id: String,
     /// Where its events go.
     pub bus: Arc<dyn EventBus>,
+    /// Counts the `create_kernels` calls answered (shared by the agents of one fleet).
+    pub answered: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[tonic::async_trait]
@@ -51,6 +53,7 @@ impl Agent for FakeAgent {
                 ..Default::default()
             });
         }
+        self.answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Response::new(pb::CreateKernelsReply { kernels }))
     }
 
@@ -170,10 +173,20 @@ impl Agent for FakeAgent {
 /// Serves a [`FakeAgent`] named `id` on a free loopback port with `token`; answers its
 /// address (`host:port`). The server runs until the runtime ends.
 pub async fn serve_fake(id: String, bus: Arc<dyn EventBus>, token: &str) -> String {
+    serve_fake_counted(id, bus, token, Arc::default()).await
+}
+
+/// [`serve_fake`], counting the `create_kernels` calls it answers in `answered`.
+pub async fn serve_fake_counted(
+    id: String,
+    bus: Arc<dyn EventBus>,
+    token: &str,
+    answered: Arc<std::sync::atomic::AtomicUsize>,
+) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let service = tonic::service::interceptor::InterceptedService::new(
-        AgentServer::new(FakeAgent { id, bus }),
+        AgentServer::new(FakeAgent { id, bus, answered }),
         TokenCheck::new(token).unwrap(),
     );
     tokio::spawn(

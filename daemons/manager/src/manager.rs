@@ -360,6 +360,11 @@ impl Manager {
             Ok(Some(s)) => s.creation_id.unwrap_or_default(),
             _ => String::new(),
         };
+        self.announce_as(session_id, status, creation_id).await;
+    }
+
+    /// [`announce`](Self::announce) with the session's `creation_id` already known.
+    async fn announce_as(&self, session_id: SessionId, status: SessionStatus, creation_id: String) {
         let reason = String::new();
         let event = match status {
             SessionStatus::Pending => Event::SessionEnqueued { session_id, creation_id, reason },
@@ -412,25 +417,36 @@ impl Manager {
             lock(&self.creation_traces).remove(session_id);
             self.announce(*session_id, SessionStatus::Cancelled).await;
         }
-        // Sessions are independent once placed: send them to their agents concurrently (a
-        // slow agent, or a long image pull behind its create_kernels, holds up only its own).
-        futures::stream::iter(report.scheduled.iter().copied())
-            .for_each_concurrent(DISPATCH_CONCURRENCY, |session_id| {
-                let span = self.dispatch_span(session_id);
+        // Claimed for dispatch all at once (a few statements whatever their number), then sent
+        // to their agents concurrently: sessions are independent once placed (a slow agent, or
+        // a long image pull behind its create_kernels, holds up only its own).
+        let started = Instant::now();
+        let claimed = scheduler::claim_for_dispatch(&self.db, &report.scheduled).await;
+        self.observe_action("session", "claim", started, &claimed);
+        let claimed = claimed?;
+        for (session_id, e) in &claimed.failed {
+            tracing::warn!(session = %session_id, error = %e, "dispatch failed");
+        }
+        for session_id in &claimed.skipped {
+            tracing::info!(session = %session_id, "no longer SCHEDULED; not dispatched");
+        }
+        futures::stream::iter(claimed.ready.iter())
+            .for_each_concurrent(DISPATCH_CONCURRENCY, |ready| {
+                let span = self.dispatch_span(ready.session_id);
                 let dispatch = async move {
-                    self.announce(session_id, SessionStatus::Scheduled).await;
+                    self.announce_as(ready.session_id, SessionStatus::Scheduled, ready.creation_id.clone()).await;
                     let started = Instant::now();
-                    let dispatched = scheduler::dispatch_observed(
+                    let dispatched = scheduler::send_creation(
                         &self.db,
                         &self.clients,
-                        session_id,
+                        ready,
                         self.metrics().map(|m| m.as_ref()),
                     )
                     .await;
                     self.observe_action("session", "dispatch", started, &dispatched);
                     if let Err(e) = dispatched {
                         tracing::Span::current().record("otel.status_code", "ERROR");
-                        tracing::warn!(session = %session_id, error = %e, "dispatch failed");
+                        tracing::warn!(session = %ready.session_id, error = %e, "dispatch failed");
                     }
                 };
                 tracing::Instrument::instrument(dispatch, span)

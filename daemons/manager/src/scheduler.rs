@@ -16,13 +16,12 @@ use bai_scheduler::{
     AgentSnapshot, KernelRequest, KeypairPolicy, KeypairUsage, PendingSession, Plan, ResourceLimit, Snapshot,
 };
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait};
 use serde_json::json;
 
 use crate::agent_client::AgentClients;
 use crate::db::entities::{agent, kernel, keypair, keypair_resource_policy, session};
 use crate::db::repo;
-use crate::db::types::{JsonOf, Wire};
 use crate::db::DbError;
 
 /// The PostgreSQL advisory lock a scheduling pass holds; anything that must not interleave with
@@ -155,40 +154,63 @@ pub async fn recompute_agent_occupancy(db: &impl ConnectionTrait, agent_id: &str
     Ok(total)
 }
 
-/// Persists a plan inside the caller's transaction (the one the snapshot was read in).
-pub async fn persist(txn: &impl ConnectionTrait, plan: &Plan, now: DateTime<Utc>) -> Result<PassReport, DbError> {
+/// Persists a plan inside the caller's transaction (the one `snapshot` was read in), in a few
+/// set-based statements per step ([`repo::bulk`]): kernels placed and SCHEDULED, sessions
+/// SCHEDULED with their agents, the touched agents' occupied slots recomputed, cancellations,
+/// and the explanation of every session left waiting. A placed session or kernel that is no
+/// longer PENDING fails the whole pass (the caller's transaction is then rolled back).
+pub async fn persist(
+    txn: &impl ConnectionTrait,
+    snapshot: &Snapshot,
+    plan: &Plan,
+    now: DateTime<Utc>,
+) -> Result<PassReport, DbError> {
     let mut report = PassReport { blocked: plan.blocked.len(), ..Default::default() };
-    let mut touched_agents = std::collections::BTreeSet::new();
+    let touched: std::collections::BTreeSet<String> =
+        plan.placements.iter().flat_map(|p| p.kernels.iter().map(|k| k.agent_id.to_string())).collect();
+    let mut agents: HashMap<String, agent::Model> = HashMap::with_capacity(touched.len());
+    let touched_list: Vec<&str> = touched.iter().map(String::as_str).collect();
+    for chunk in touched_list.chunks(repo::bulk::CHUNK) {
+        for a in agent::Entity::find().filter(agent::Column::Id.is_in(chunk.iter().copied())).all(txn).await? {
+            agents.insert(a.id.clone(), a);
+        }
+    }
+    let mut kernels = Vec::new();
+    let mut sessions = Vec::with_capacity(plan.placements.len());
     for placement in &plan.placements {
         for k in &placement.kernels {
-            repo::assign_kernel_agent(txn, k.kernel_id, &k.agent_id).await?;
-            repo::set_kernel_status(txn, k.kernel_id, KernelStatus::Scheduled, Some("scheduled"), Some(json!({})))
-                .await?;
-            touched_agents.insert(k.agent_id.to_string());
+            let a = agents.get(k.agent_id.as_str()).ok_or_else(|| DbError::not_found("agent", &k.agent_id))?;
+            kernels.push(repo::bulk::KernelPlacement {
+                kernel_id: *k.kernel_id.as_uuid(),
+                agent: a.id.clone(),
+                agent_addr: a.addr.clone(),
+                scaling_group: a.scaling_group.clone(),
+            });
         }
-        let agent_ids: Vec<String> = placement.kernels.iter().map(|k| k.agent_id.to_string()).collect();
-        session::Entity::update_many()
-            .set(session::ActiveModel {
-                agent_ids: Set(Some(JsonOf(agent_ids))),
-                scaling_group_name: Set(Some(placement.scaling_group.clone())),
-                ..Default::default()
-            })
-            .filter(session::Column::Id.eq(*placement.session_id.as_uuid()))
-            .exec(txn)
-            .await?;
-        repo::set_session_status(
-            txn,
-            placement.session_id,
-            SessionStatus::Scheduled,
-            Some("scheduled"),
-            Some(json!({})),
-        )
-        .await?;
+        sessions.push(repo::bulk::SessionPlacement {
+            session_id: *placement.session_id.as_uuid(),
+            agent_ids: placement.kernels.iter().map(|k| k.agent_id.to_string()).collect(),
+            scaling_group: placement.scaling_group.clone(),
+        });
         report.scheduled.push(placement.session_id);
     }
-    for agent_id in &touched_agents {
-        recompute_agent_occupancy(txn, agent_id).await?;
+    let placed = repo::bulk::place_kernels(txn, &kernels, now).await?;
+    if placed != kernels.len() as u64 {
+        return Err(DbError::conflict(format!(
+            "{} of {} placed kernels were no longer PENDING",
+            kernels.len() as u64 - placed,
+            kernels.len()
+        )));
     }
+    let placed = repo::bulk::place_sessions(txn, &sessions, now).await?;
+    if placed != sessions.len() as u64 {
+        return Err(DbError::conflict(format!(
+            "{} of {} placed sessions were no longer PENDING",
+            sessions.len() as u64 - placed,
+            sessions.len()
+        )));
+    }
+    repo::bulk::recompute_occupancy(txn, &touched).await?;
     for c in &plan.cancellations {
         for k in repo::list_kernels_of_session(txn, c.session_id).await? {
             repo::set_kernel_status(txn, KernelId::from_uuid(k.id), KernelStatus::Cancelled, Some(&c.reason), None)
@@ -197,33 +219,26 @@ pub async fn persist(txn: &impl ConnectionTrait, plan: &Plan, now: DateTime<Utc>
         repo::set_session_status(txn, c.session_id, SessionStatus::Cancelled, Some(&c.reason), None).await?;
         report.cancelled.push(c.session_id);
     }
-    for b in &plan.blocked {
-        let Some(row) = repo::get_session(txn, b.session_id).await? else { continue };
-        let retries = row
-            .status_data
-            .as_ref()
-            .and_then(|d| d.pointer("/scheduler/retries"))
-            .and_then(|r| r.as_u64())
-            .unwrap_or(0);
-        let msg = plan.explain(b.session_id).unwrap_or_default();
-        let retries = if b.reason.counts_as_retry() { retries + 1 } else { retries };
-        let data = json!({"scheduler": {
-            "retries": retries,
-            "last_try": now.to_rfc3339(),
-            "msg": msg,
-            "reason": b.reason,
-        }});
-        session::Entity::update_many()
-            .set(session::ActiveModel {
-                status_info: Set(Some(b.reason.status_info().to_string())),
-                status_data: Set(Some(data)),
-                ..Default::default()
-            })
-            .filter(session::Column::Id.eq(*b.session_id.as_uuid()))
-            .filter(session::Column::Status.eq(Wire(SessionStatus::Pending)))
-            .exec(txn)
-            .await?;
-    }
+    let retries: HashMap<SessionId, u32> = snapshot.pending.iter().map(|p| (p.id, p.retries)).collect();
+    let explanations: Vec<repo::bulk::PendingExplanation> = plan
+        .blocked
+        .iter()
+        .map(|b| {
+            let retries = u64::from(retries.get(&b.session_id).copied().unwrap_or(0));
+            let retries = if b.reason.counts_as_retry() { retries + 1 } else { retries };
+            repo::bulk::PendingExplanation {
+                session_id: *b.session_id.as_uuid(),
+                status_info: b.reason.status_info().to_string(),
+                status_data: json!({"scheduler": {
+                    "retries": retries,
+                    "last_try": now.to_rfc3339(),
+                    "msg": plan.explain(b.session_id).unwrap_or_default(),
+                    "reason": b.reason,
+                }}),
+            }
+        })
+        .collect();
+    repo::bulk::explain_pending(txn, &explanations).await?;
     Ok(report)
 }
 
@@ -245,7 +260,7 @@ pub async fn schedule_pass<C: ConnectionTrait + TransactionTrait>(
         config.groups.insert(sg.name.clone(), group_config(&sg));
     }
     let plan = bai_scheduler::plan(&snapshot, &config, now);
-    let report = persist(&txn, &plan, now).await?;
+    let report = persist(&txn, &snapshot, &plan, now).await?;
     txn.commit().await?;
     Ok(report)
 }
@@ -285,8 +300,17 @@ pub async fn creation_requests(
     let (s, kernels) = repo::get_session_with_kernels(db, session_id)
         .await?
         .ok_or_else(|| DbError::not_found("session", session_id))?;
+    requests_of(&s, &kernels)
+}
+
+/// [`creation_requests`] from a session's rows (kernels in cluster order), keyed by
+/// `(agent id, agent address)`.
+pub fn requests_of(
+    s: &session::Model,
+    kernels: &[kernel::Model],
+) -> Result<BTreeMap<(String, String), pb::CreateKernelsRequest>, DbError> {
     let mut per_agent: BTreeMap<(String, String), pb::CreateKernelsRequest> = BTreeMap::new();
-    for k in &kernels {
+    for k in kernels {
         let (Some(agent), Some(addr)) = (k.agent.clone(), k.agent_addr.clone()) else {
             return Err(DbError::invalid("kernels.agent", format!("kernel {} has no agent", k.id)));
         };
@@ -356,32 +380,105 @@ pub async fn dispatch_observed(
     session_id: SessionId,
     metrics: Option<&crate::metrics::ManagerMetrics>,
 ) -> Result<(), DbError> {
-    let requests = creation_requests(db, session_id).await?;
+    let mut claimed = claim_for_dispatch(db, &[session_id]).await?;
+    match claimed.ready.pop() {
+        Some(ready) => send_creation(db, clients, &ready, metrics).await,
+        None => Err(claimed
+            .failed
+            .pop()
+            .map(|(_, e)| e)
+            .unwrap_or_else(|| DbError::conflict(format!("session {session_id}: no longer SCHEDULED")))),
+    }
+}
+
+/// A session claimed for dispatch (now PREPARING) and what to send to its agents.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    /// The session.
+    pub session_id: SessionId,
+    /// Its `creation_id` (for its events).
+    pub creation_id: String,
+    /// One `create_kernels` request per `(agent id, agent address)`.
+    pub requests: BTreeMap<(String, String), pb::CreateKernelsRequest>,
+}
+
+/// What [`claim_for_dispatch`] did with the sessions it was given.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    /// Claimed: SCHEDULED → PREPARING with their kernels; send them with [`send_creation`].
+    pub ready: Vec<Ready>,
+    /// Left alone because their creation requests could not be built.
+    pub failed: Vec<(SessionId, DbError)>,
+    /// No longer SCHEDULED (destroyed meanwhile, or claimed by another manager); their agents'
+    /// occupied slots were recomputed.
+    pub skipped: Vec<SessionId>,
+}
+
+/// Claims SCHEDULED sessions for dispatch in a few statements whatever their number: reads
+/// them with their kernels, builds their creation requests, and in one transaction moves
+/// those still SCHEDULED, and their kernels, to PREPARING. A manager dying after this leaves
+/// them PREPARING, and [`crate::manager::Manager::redispatch_stalled`] sends them again; two
+/// managers never both claim a session (the move is conditional on SCHEDULED).
+pub async fn claim_for_dispatch(db: &sea_orm::DatabaseConnection, ids: &[SessionId]) -> Result<Claimed, DbError> {
+    let uuids: Vec<uuid::Uuid> = ids.iter().map(|id| *id.as_uuid()).collect();
+    let rows = repo::bulk::sessions_with_kernels(db, &uuids).await?;
+    let mut out = Claimed::default();
+    let mut ready: HashMap<uuid::Uuid, Ready> = HashMap::with_capacity(rows.len());
+    let mut agents_of: HashMap<uuid::Uuid, Vec<String>> = HashMap::with_capacity(rows.len());
+    for (s, kernels) in &rows {
+        let session_id = SessionId::from_uuid(s.id);
+        agents_of.insert(s.id, kernels.iter().filter_map(|k| k.agent.clone()).collect());
+        match requests_of(s, kernels) {
+            Ok(requests) => {
+                let creation_id = s.creation_id.clone().unwrap_or_default();
+                ready.insert(s.id, Ready { session_id, creation_id, requests });
+            }
+            Err(e) => out.failed.push((session_id, e)),
+        }
+    }
+    let candidates: Vec<uuid::Uuid> = uuids.iter().copied().filter(|id| ready.contains_key(id)).collect();
+    let now = Utc::now();
+    let txn = db.begin().await?;
+    let claimed =
+        repo::bulk::claim_sessions(&txn, &candidates, SessionStatus::Scheduled, SessionStatus::Preparing, now).await?;
+    repo::bulk::move_kernels_of_sessions(&txn, &claimed, KernelStatus::Scheduled, KernelStatus::Preparing, now)
+        .await?;
+    txn.commit().await?;
+    let claimed: std::collections::HashSet<uuid::Uuid> = claimed.into_iter().collect();
+    let mut release = std::collections::BTreeSet::new();
+    for id in &uuids {
+        match ready.remove(id) {
+            Some(r) if claimed.contains(id) => out.ready.push(r),
+            Some(r) => {
+                // Destroyed meanwhile: give its slots back.
+                release.extend(agents_of.remove(id).unwrap_or_default());
+                out.skipped.push(r.session_id);
+            }
+            None => {}
+        }
+    }
+    if !release.is_empty() {
+        repo::bulk::recompute_occupancy(db, &release).await?;
+    }
+    Ok(out)
+}
+
+/// Sends a claimed session's `create_kernels` to each of its agents. A failed call moves the
+/// session to ERROR (`agent-error (...)`), cancels its other kernels on the agents and
+/// releases its resources; each call is recorded as a layer operation in `metrics`.
+pub async fn send_creation(
+    db: &sea_orm::DatabaseConnection,
+    clients: &AgentClients,
+    ready: &Ready,
+    metrics: Option<&crate::metrics::ManagerMetrics>,
+) -> Result<(), DbError> {
+    let (session_id, requests) = (ready.session_id, &ready.requests);
     // The dispatch span (see `Manager::schedule_once`) and its log lines name the owner.
     if let Some(owner) = requests.values().flat_map(|r| &r.kernels).map(|k| &k.owner_user_id).next() {
         tracing::Span::current().record("user_id", owner.as_str());
     }
-    // One transaction: a manager dying here leaves the session and its kernels all SCHEDULED
-    // (to be dispatched again, see `Manager::resume_scheduled`) or all PREPARING, never a
-    // SCHEDULED session whose kernels look claimed.
-    let preparing = async {
-        let txn = db.begin().await?;
-        for k in repo::list_kernels_of_session(&txn, session_id).await? {
-            repo::set_kernel_status(&txn, KernelId::from_uuid(k.id), KernelStatus::Preparing, None, None).await?;
-        }
-        repo::set_session_status(&txn, session_id, SessionStatus::Preparing, None, None).await?;
-        txn.commit().await?;
-        Ok::<_, DbError>(())
-    };
-    if let Err(e) = preparing.await {
-        // Destroyed meanwhile: give its slots back.
-        for (agent, _) in requests.keys() {
-            recompute_agent_occupancy(db, agent).await?;
-        }
-        return Err(e);
-    }
     let mut failure = None;
-    for ((agent, addr), request) in &requests {
+    for ((agent, addr), request) in requests {
         let layer_op = metrics.map(|m| m.layer_operation("client", "agent_client", "create_kernels"));
         let result = match clients.client(addr) {
             Ok(mut c) => c.create_kernels(request.clone()).await.map(|_| ()).map_err(|s| {
@@ -402,7 +499,7 @@ pub async fn dispatch_observed(
     if let Some((agent, error)) = failure {
         let info = format!("agent-error ({error})");
         let data = json!({"error": {"src": "agent", "name": "AgentError", "repr": error, "agent_id": agent}});
-        for ((_, addr), request) in &requests {
+        for ((_, addr), request) in requests {
             for k in &request.kernels {
                 if let Ok(mut c) = clients.client(addr) {
                     let _ = c

@@ -16,6 +16,7 @@ use super::{DbError, Result};
 
 mod admin;
 mod agents;
+pub mod bulk;
 mod fixture;
 mod images;
 mod keypairs;
