@@ -436,13 +436,9 @@ impl Manager {
                 let dispatch = async move {
                     self.announce_as(ready.session_id, SessionStatus::Scheduled, ready.creation_id.clone()).await;
                     let started = Instant::now();
-                    let dispatched = scheduler::send_creation(
-                        &self.db,
-                        &self.clients,
-                        ready,
-                        self.metrics().map(|m| m.as_ref()),
-                    )
-                    .await;
+                    let dispatched =
+                        scheduler::send_creation(&self.db, &self.clients, ready, self.metrics().map(|m| m.as_ref()))
+                            .await;
                     self.observe_action("session", "dispatch", started, &dispatched);
                     if let Err(e) = dispatched {
                         tracing::Span::current().record("otel.status_code", "ERROR");

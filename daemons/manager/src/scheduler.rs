@@ -441,8 +441,7 @@ pub async fn claim_for_dispatch(db: &sea_orm::DatabaseConnection, ids: &[Session
     let txn = db.begin().await?;
     let claimed =
         repo::bulk::claim_sessions(&txn, &candidates, SessionStatus::Scheduled, SessionStatus::Preparing, now).await?;
-    repo::bulk::move_kernels_of_sessions(&txn, &claimed, KernelStatus::Scheduled, KernelStatus::Preparing, now)
-        .await?;
+    repo::bulk::move_kernels_of_sessions(&txn, &claimed, KernelStatus::Scheduled, KernelStatus::Preparing, now).await?;
     txn.commit().await?;
     let claimed: std::collections::HashSet<uuid::Uuid> = claimed.into_iter().collect();
     let mut release = std::collections::BTreeSet::new();

@@ -12,9 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bai_core::{KernelStatus, ResourceSlot, SessionStatus};
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QuerySelect, Statement, Value,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QuerySelect, Statement, Value};
 use uuid::Uuid;
 
 use crate::db::entities::{iso_timestamp, kernel, session};
@@ -264,14 +262,11 @@ pub async fn recompute_occupancy(
     db: &impl ConnectionTrait,
     agents: &BTreeSet<String>,
 ) -> Result<BTreeMap<String, ResourceSlot>> {
-    let occupying: Vec<Wire<KernelStatus>> = KernelStatus::ALL
-        .iter()
-        .copied()
-        .filter(|s| s.occupies_agent_resources())
-        .map(Wire)
-        .collect();
+    let occupying: Vec<Wire<KernelStatus>> =
+        KernelStatus::ALL.iter().copied().filter(|s| s.occupies_agent_resources()).map(Wire).collect();
     let agents: Vec<&String> = agents.iter().collect();
-    let mut totals: BTreeMap<String, ResourceSlot> = agents.iter().map(|a| ((*a).clone(), ResourceSlot::new())).collect();
+    let mut totals: BTreeMap<String, ResourceSlot> =
+        agents.iter().map(|a| ((*a).clone(), ResourceSlot::new())).collect();
     for chunk in agents.chunks(CHUNK) {
         let rows: Vec<(Option<String>, JsonOf<ResourceSlot>)> = kernel::Entity::find()
             .select_only()
@@ -310,10 +305,8 @@ pub async fn sessions_with_kernels(
     let mut out = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(CHUNK) {
         let sessions = session::Entity::find().filter(session::Column::Id.is_in(chunk.iter().copied())).all(db).await?;
-        let kernels = kernel::Entity::find()
-            .filter(kernel::Column::SessionId.is_in(chunk.iter().copied()))
-            .all(db)
-            .await?;
+        let kernels =
+            kernel::Entity::find().filter(kernel::Column::SessionId.is_in(chunk.iter().copied())).all(db).await?;
         let mut by_session: BTreeMap<Uuid, Vec<kernel::Model>> = BTreeMap::new();
         for k in kernels {
             by_session.entry(k.session_id).or_default().push(k);
