@@ -20,6 +20,9 @@ pub struct FakeAgent {
     pub bus: Arc<dyn EventBus>,
     /// Counts the `create_kernels` calls answered (shared by the agents of one fleet).
     pub answered: Arc<std::sync::atomic::AtomicUsize>,
+    /// How many of the next `create_kernels` calls to refuse with `RESOURCE_EXHAUSTED`, as a
+    /// real agent does when its allocator has less room than the manager thought.
+    pub refuse: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[tonic::async_trait]
@@ -28,6 +31,13 @@ impl Agent for FakeAgent {
         &self,
         request: Request<pb::CreateKernelsRequest>,
     ) -> Result<Response<pb::CreateKernelsReply>, Status> {
+        let refused =
+            self.refuse.fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |n| {
+                n.checked_sub(1)
+            });
+        if refused.is_ok() {
+            return Err(Status::resource_exhausted("insufficient cpu: requested 1, available 0"));
+        }
         let r = request.into_inner();
         let session_id: SessionId = r.session_id.parse().map_err(|_| Status::invalid_argument("session_id"))?;
         let mut kernels = Vec::new();
@@ -183,12 +193,16 @@ pub async fn serve_fake_counted(
     token: &str,
     answered: Arc<std::sync::atomic::AtomicUsize>,
 ) -> String {
+    serve(FakeAgent { id, bus, answered, refuse: Arc::default() }, token).await
+}
+
+/// Serves `agent` on a free loopback port with `token`; answers its address (`host:port`).
+/// The server runs until the runtime ends.
+pub async fn serve(agent: FakeAgent, token: &str) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let service = tonic::service::interceptor::InterceptedService::new(
-        AgentServer::new(FakeAgent { id, bus, answered }),
-        TokenCheck::new(token).unwrap(),
-    );
+    let service =
+        tonic::service::interceptor::InterceptedService::new(AgentServer::new(agent), TokenCheck::new(token).unwrap());
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)

@@ -488,16 +488,18 @@ pub async fn send_creation(
         if let Some(op) = layer_op {
             op.finish(result.as_ref().err().map(|(code, _)| code.as_str()));
         }
-        let result = result.map_err(|(_, msg)| msg);
-        if let Err(e) = result {
+        if let Err((code, e)) = result {
             tracing::warn!(session = %session_id, agent = %agent, error = %e, "create_kernels failed");
-            failure = Some((agent.clone(), e));
+            failure = Some((agent.clone(), code, e));
             break;
         }
     }
-    if let Some((agent, error)) = failure {
-        let info = format!("agent-error ({error})");
-        let data = json!({"error": {"src": "agent", "name": "AgentError", "repr": error, "agent_id": agent}});
+    if let Some((agent, code, error)) = failure {
+        // The agent had less room than the manager thought (a kernel destroyed by force still
+        // holding its slots there, for instance): the session waits for another pass, a few
+        // times, instead of failing.
+        let requeue = code == "resourceexhausted"
+            && dispatch_retries(&repo::list_kernels_of_session(db, session_id).await?) < MAX_DISPATCH_RETRIES;
         for ((_, addr), request) in requests {
             for k in &request.kernels {
                 if let Ok(mut c) = clients.client(addr) {
@@ -512,6 +514,14 @@ pub async fn send_creation(
                 }
             }
         }
+        if requeue && requeue_session(db, session_id, &agent, &error).await? {
+            for (agent, _) in requests.keys() {
+                recompute_agent_occupancy(db, agent).await?;
+            }
+            return Ok(());
+        }
+        let info = format!("agent-error ({error})");
+        let data = json!({"error": {"src": "agent", "name": "AgentError", "repr": error, "agent_id": agent}});
         for k in repo::list_kernels_of_session(db, session_id).await? {
             if !k.status.0.is_terminal() {
                 repo::force_kernel_status(
@@ -530,6 +540,75 @@ pub async fn send_creation(
         }
     }
     Ok(())
+}
+
+/// How many times a session is put back in the queue after agents refused its kernels for
+/// lack of resources, before it fails like any other creation error.
+pub const MAX_DISPATCH_RETRIES: u64 = 3;
+
+/// How many times the session of `kernels` went back to the queue this way (kept in its
+/// kernels' `internal_data`, which scheduling passes leave alone).
+fn dispatch_retries(kernels: &[kernel::Model]) -> u64 {
+    kernels.iter().filter_map(|k| k.internal_data.as_ref()?.get("dispatch_retries")?.as_u64()).max().unwrap_or(0)
+}
+
+/// Puts a claimed session whose agent refused its kernels for lack of resources back in the
+/// queue: its kernels and itself PENDING again, without agents, `status_info`
+/// `no-available-instances` and `status_data.scheduler` saying which agent refused and how
+/// many times this happened. Answers false (and changes nothing) when the session is no longer
+/// being created (destroyed meanwhile).
+async fn requeue_session(
+    db: &sea_orm::DatabaseConnection,
+    session_id: SessionId,
+    agent: &str,
+    error: &str,
+) -> Result<bool, DbError> {
+    let txn = db.begin().await?;
+    let Some(s) = repo::get_session(&txn, session_id).await? else { return Ok(false) };
+    if !s.status.0.is_being_created() {
+        return Ok(false);
+    }
+    let kernels = repo::list_kernels_of_session(&txn, session_id).await?;
+    let retries = dispatch_retries(&kernels) + 1;
+    let msg = format!("agent {agent} refused the kernels ({error}); waiting for another pass");
+    let data = json!({"scheduler": {
+        "retries": s.status_data.as_ref().and_then(|d| d.pointer("/scheduler/retries")).and_then(|r| r.as_u64()).unwrap_or(0),
+        "dispatch_retries": retries,
+        "last_try": Utc::now().to_rfc3339(),
+        "msg": msg,
+    }});
+    for k in kernels {
+        let mut internal = k.internal_data.clone().filter(|d| d.is_object()).unwrap_or_else(|| json!({}));
+        internal["dispatch_retries"] = json!(retries);
+        kernel::Entity::update_many()
+            .set(kernel::ActiveModel {
+                agent: sea_orm::ActiveValue::Set(None),
+                agent_addr: sea_orm::ActiveValue::Set(None),
+                internal_data: sea_orm::ActiveValue::Set(Some(internal)),
+                ..Default::default()
+            })
+            .filter(kernel::Column::Id.eq(k.id))
+            .exec(&txn)
+            .await?;
+        repo::force_kernel_status(
+            &txn,
+            KernelId::from_uuid(k.id),
+            KernelStatus::Pending,
+            Some("no-available-instances"),
+            None,
+        )
+        .await?;
+    }
+    session::Entity::update_many()
+        .set(session::ActiveModel { agent_ids: sea_orm::ActiveValue::Set(None), ..Default::default() })
+        .filter(session::Column::Id.eq(s.id))
+        .exec(&txn)
+        .await?;
+    repo::force_session_status(&txn, session_id, SessionStatus::Pending, Some("no-available-instances"), Some(data))
+        .await?;
+    txn.commit().await?;
+    tracing::info!(session = %session_id, %agent, retries, "agent out of resources; the session waits again");
+    Ok(true)
 }
 
 /// Sends a session's `create_kernels` again to each of its agents, as it is (no status change

@@ -167,3 +167,79 @@ async fn a_fleet_of_agents_takes_every_session_that_fits_and_no_more() {
         l.abort();
     }
 }
+
+/// An agent that refuses a session's kernels for lack of resources (its view is fresher than
+/// the manager's) sends the session back to the queue, up to `MAX_DISPATCH_RETRIES` times;
+/// then the session fails like any creation error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_for_lack_of_resources_requeues_the_session_a_few_times() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bai_manager::scheduler::MAX_DISPATCH_RETRIES;
+    use bai_test_support::fake_agent::{serve, FakeAgent};
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("requeue.db").display());
+    let db = bai_manager::db::connect(&url).await.unwrap();
+    bai_manager::db::migrate(&db).await.unwrap();
+    repo::populate_fixture(&db, &serde_json::from_str(common::FIXTURE).unwrap()).await.unwrap();
+    let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new(4096));
+    let token = "requeue-token";
+    let manager = Manager::new(
+        "requeue",
+        db.clone(),
+        bus.clone(),
+        Arc::new(AgentClients::new(token, None).unwrap()),
+        Duration::from_secs(600),
+    );
+    let loops = manager.spawn(Duration::from_millis(100));
+    assert!(manager.consuming(Duration::from_secs(30)).await, "the event consumer did not start");
+    let refuse = Arc::new(AtomicUsize::new(2));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let id = "i-refusing".to_string();
+    let agent = FakeAgent { id: id.clone(), bus: bus.clone(), answered: answered.clone(), refuse: refuse.clone() };
+    let addr = serve(agent, token).await;
+    let info = json!({"id": id, "addr": addr, "scaling_group": "default", "architecture": std::env::consts::ARCH,
+                      "resource_slots": {"cpu": ["count", "4"], "mem": ["bytes", "68719476736"]}});
+    bus.produce(&Envelope::new(id.clone(), Event::AgentHeartbeat { agent_info: info })).await.unwrap();
+    let wait = |session_id: SessionId, wanted: SessionStatus| {
+        let db = db.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let s = repo::get_session(&db, session_id).await.unwrap().unwrap();
+                if s.status.0 == wanted {
+                    return s;
+                }
+                assert!(Instant::now() < deadline, "still {} ({:?}), not {wanted}", s.status.0, s.status_info);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+
+    // Refused twice, then taken: RUNNING, with the requeues recorded.
+    let (s, k) = session_row("requeued", 1);
+    let first = SessionId::from_uuid(repo::insert_session_with_kernels(&db, s, k).await.unwrap().0.id);
+    manager.schedule_soon();
+    wait(first, SessionStatus::Running).await;
+    assert_eq!(refuse.load(Ordering::Relaxed), 0);
+    assert_eq!(answered.load(Ordering::Relaxed), 1);
+    let kernels = repo::list_kernels_of_session(&db, first).await.unwrap();
+    assert_eq!(kernels[0].internal_data.as_ref().and_then(|d| d.get("dispatch_retries")), Some(&json!(2)));
+    assert_eq!(kernels[0].agent.as_deref(), Some("i-refusing"));
+    let agent = repo::get_agent(&db, &bai_core::AgentId::new(&id).unwrap()).await.unwrap().unwrap();
+    assert_eq!(agent.occupied_slots.0.get("cpu"), bai_core::Decimal::from(1), "the requeues left nothing behind");
+
+    // Refused every time: ERROR after the last retry.
+    refuse.store(100, Ordering::Relaxed);
+    let (s, k) = session_row("refused", 1);
+    let second = SessionId::from_uuid(repo::insert_session_with_kernels(&db, s, k).await.unwrap().0.id);
+    manager.schedule_soon();
+    let s = wait(second, SessionStatus::Error).await;
+    let info = s.status_info.clone().unwrap_or_default();
+    assert!(info.starts_with("agent-error (") && info.contains("insufficient cpu"), "{info}");
+    assert_eq!(100 - refuse.load(Ordering::Relaxed), MAX_DISPATCH_RETRIES as usize + 1, "one call, then one per retry");
+    for l in loops {
+        l.abort();
+    }
+}
