@@ -27,6 +27,15 @@
 //! original's `idle_checks` (GraphQL `compute_session.idle_checks`, REST `idleChecks`): per
 //! checker `{remaining, remaining_time_type, extra}`, `remaining` in seconds (-1 once expired,
 //! null when the checker does not apply).
+//!
+//! [`report`] runs on every `GET /session/{ref}`, so the resource policy limits it needs (two
+//! queries: the owner's keypair, then its policy) come from [`PolicyLimits`], a small cache
+//! in [`IdleState`]: an access key's limits are kept for [`POLICY_LIMITS_TTL`] (10 s), at
+//! most [`POLICY_LIMITS_MAX`] keys, and dropped at once when this manager changes a keypair,
+//! a user or a keypair resource policy (the GraphQL mutations call
+//! [`PolicyLimits::invalidate`] and [`PolicyLimits::clear`]); another manager's change is seen
+//! within the TTL. Sessions and kernels are never cached, and [`check_sessions`], which acts
+//! on the limits, reads them fresh on every pass.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
@@ -595,6 +604,109 @@ pub struct Activity {
     pub connections: usize,
 }
 
+/// How long [`PolicyLimits`] keeps an access key's resource policy limits.
+pub const POLICY_LIMITS_TTL: Duration = Duration::from_secs(10);
+/// The most access keys [`PolicyLimits`] holds before it drops expired ones (and, if that is
+/// not enough, everything).
+pub const POLICY_LIMITS_MAX: usize = 10_000;
+
+/// `(idle_timeout, max_session_lifetime)` of a keypair's resource policy.
+pub type Limits = (i64, i64);
+
+/// The resource policy limits of access keys that [`report`] shows, kept briefly (see the
+/// module documentation): bounded, expiring after the TTL, and emptied by this manager's own
+/// changes to keypairs and policies.
+#[derive(Debug)]
+pub struct PolicyLimits {
+    ttl: Duration,
+    entries: Mutex<LimitEntries>,
+}
+
+#[derive(Debug, Default)]
+struct LimitEntries {
+    by_key: HashMap<String, (std::time::Instant, Limits)>,
+    /// Bumped by every invalidation, so that a lookup that started before one does not put
+    /// back what it read.
+    generation: u64,
+}
+
+impl Default for PolicyLimits {
+    fn default() -> Self {
+        Self::with_ttl(POLICY_LIMITS_TTL)
+    }
+}
+
+impl PolicyLimits {
+    /// A cache keeping limits for `ttl` (zero: never).
+    pub fn with_ttl(ttl: Duration) -> Self {
+        PolicyLimits { ttl, entries: Mutex::default() }
+    }
+
+    /// The limits of `access_key`'s resource policy: remembered ones while fresh, else read
+    /// from `db` (a missing keypair or policy has none: (0, 0)).
+    pub async fn of(&self, db: &impl ConnectionTrait, access_key: &str) -> Result<Limits, DbError> {
+        let generation = {
+            let entries = lock(&self.entries);
+            if let Some((expires, limits)) = entries.by_key.get(access_key) {
+                if *expires > std::time::Instant::now() {
+                    return Ok(*limits);
+                }
+            }
+            entries.generation
+        };
+        let limits = read_limits(db, access_key).await?;
+        if !self.ttl.is_zero() {
+            let now = std::time::Instant::now();
+            let mut entries = lock(&self.entries);
+            if entries.generation == generation {
+                if entries.by_key.len() >= POLICY_LIMITS_MAX {
+                    entries.by_key.retain(|_, (expires, _)| *expires > now);
+                    if entries.by_key.len() >= POLICY_LIMITS_MAX {
+                        entries.by_key.clear();
+                    }
+                }
+                entries.by_key.insert(access_key.to_string(), (now + self.ttl, limits));
+            }
+        }
+        Ok(limits)
+    }
+
+    /// Forgets one access key (its keypair or user changed).
+    pub fn invalidate(&self, access_key: &str) {
+        let mut entries = lock(&self.entries);
+        entries.generation += 1;
+        entries.by_key.remove(access_key);
+    }
+
+    /// Forgets everything (a resource policy changed).
+    pub fn clear(&self) {
+        let mut entries = lock(&self.entries);
+        entries.generation += 1;
+        entries.by_key.clear();
+    }
+
+    /// How many access keys are remembered.
+    pub fn len(&self) -> usize {
+        lock(&self.entries).by_key.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// `(idle_timeout, max_session_lifetime)` of the access key's policy, from the database.
+async fn read_limits(db: &impl ConnectionTrait, access_key: &str) -> Result<Limits, DbError> {
+    Ok(match repo::get_keypair(db, access_key).await? {
+        Some(kp) => match repo::get_keypair_resource_policy(db, &kp.resource_policy).await? {
+            Some(p) => (p.idle_timeout, i64::from(p.max_session_lifetime)),
+            None => (0, 0),
+        },
+        None => (0, 0),
+    })
+}
+
 /// What idle checks read besides the database (see the module documentation).
 #[derive(Debug, Default)]
 pub struct IdleState {
@@ -604,6 +716,7 @@ pub struct IdleState {
     stats: Mutex<HashMap<KernelId, KernelStat>>,
     series: Mutex<HashMap<SessionId, UtilSeries>>,
     passes: std::sync::atomic::AtomicU64,
+    limits: PolicyLimits,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -630,6 +743,11 @@ impl IdleState {
     /// Counts a finished pass (see [`passes`](Self::passes)).
     pub fn pass_done(&self) {
         self.passes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The resource policy limits [`report`] shows, kept briefly.
+    pub fn policy_limits(&self) -> &PolicyLimits {
+        &self.limits
     }
 
     /// The time checks use.
@@ -736,29 +854,23 @@ fn running_since(row: &session::Model) -> Option<DateTime<Utc>> {
 
 /// The resource policy limits of each access key, read once per pass.
 #[derive(Default)]
-struct Policies(HashMap<String, (i64, i64)>);
+struct Policies(HashMap<String, Limits>);
 
 impl Policies {
     /// `(idle_timeout, max_session_lifetime)` of the access key's policy; a missing keypair or
     /// policy has none (0, 0).
-    async fn of(&mut self, db: &impl ConnectionTrait, access_key: Option<&str>) -> Result<(i64, i64), DbError> {
+    async fn of(&mut self, db: &impl ConnectionTrait, access_key: Option<&str>) -> Result<Limits, DbError> {
         let Some(key) = access_key else { return Ok((0, 0)) };
         if let Some(p) = self.0.get(key) {
             return Ok(*p);
         }
-        let limits = match repo::get_keypair(db, key).await? {
-            Some(kp) => match repo::get_keypair_resource_policy(db, &kp.resource_policy).await? {
-                Some(p) => (p.idle_timeout, i64::from(p.max_session_lifetime)),
-                None => (0, 0),
-            },
-            None => (0, 0),
-        };
+        let limits = read_limits(db, key).await?;
         self.0.insert(key.to_string(), limits);
         Ok(limits)
     }
 }
 
-fn facts_of(state: &IdleState, row: &session::Model, limits: (i64, i64)) -> SessionFacts {
+fn facts_of(state: &IdleState, row: &session::Model, limits: Limits) -> SessionFacts {
     let id = SessionId::from_uuid(row.id);
     let activity = state.activity(id);
     let last = [activity.map(|a| a.last), running_since(row)].into_iter().flatten().max();
@@ -780,7 +892,10 @@ pub async fn report(manager: &Manager, row: &session::Model) -> Result<Value, Db
         return Ok(json!({}));
     }
     let state = manager.idle();
-    let limits = Policies::default().of(manager.db(), row.access_key.as_deref()).await?;
+    let limits = match row.access_key.as_deref() {
+        Some(key) => state.policy_limits().of(manager.db(), key).await?,
+        None => (0, 0),
+    };
     let facts = facts_of(state, row, limits);
     let series = state.series(SessionId::from_uuid(row.id));
     Ok(report_json(&check_all(&state.config(), &facts, &series, state.now())))

@@ -559,23 +559,68 @@ fn match_summary(s: &session::Model) -> Value {
     json!({"id": s.id.to_string(), "name": s.name, "status": s.status.0.as_str()})
 }
 
+/// A match of a reference: a session, or a session with its main kernel.
+trait Matched: Sized {
+    fn session(&self) -> &session::Model;
+
+    /// The matches of `reference` among `access_key`'s sessions (anyone's when `None`).
+    async fn fetch(
+        db: &DatabaseConnection,
+        access_key: Option<&str>,
+        reference: &str,
+        include_dead: bool,
+    ) -> Result<Vec<Self>, DbError>;
+}
+
+impl Matched for session::Model {
+    fn session(&self) -> &session::Model {
+        self
+    }
+
+    async fn fetch(
+        db: &DatabaseConnection,
+        access_key: Option<&str>,
+        reference: &str,
+        include_dead: bool,
+    ) -> Result<Vec<Self>, DbError> {
+        repo::match_sessions(db, access_key, reference, include_dead).await
+    }
+}
+
+impl Matched for (session::Model, Option<kernel::Model>) {
+    fn session(&self) -> &session::Model {
+        &self.0
+    }
+
+    async fn fetch(
+        db: &DatabaseConnection,
+        access_key: Option<&str>,
+        reference: &str,
+        include_dead: bool,
+    ) -> Result<Vec<Self>, DbError> {
+        repo::match_sessions_with_main_kernel(db, access_key, reference, include_dead).await
+    }
+}
+
 /// One session out of the matches of a reference: with `include_dead`, the one live match,
 /// else the newest dead one.
-fn pick(mut matches: Vec<session::Model>, include_dead: bool) -> Result<Option<session::Model>, ApiError> {
+fn pick<T: Matched>(mut matches: Vec<T>, include_dead: bool) -> Result<Option<T>, ApiError> {
     if include_dead {
-        let live: Vec<&session::Model> = matches.iter().filter(|s| !s.status.0.is_terminal()).collect();
+        let live: Vec<usize> = (0..matches.len()).filter(|&i| !matches[i].session().status.0.is_terminal()).collect();
         if live.len() > 1 {
-            return Err(ApiError::too_many_sessions_matched(live.iter().map(|s| match_summary(s)).collect()));
+            return Err(ApiError::too_many_sessions_matched(
+                live.iter().map(|&i| match_summary(matches[i].session())).collect(),
+            ));
         }
-        if let Some(one) = live.first() {
-            return Ok(Some((*one).clone()));
+        if let Some(&one) = live.first() {
+            return Ok(Some(matches.swap_remove(one)));
         }
         return Ok((!matches.is_empty()).then(|| matches.remove(0)));
     }
     match matches.len() {
         0 => Ok(None),
-        1 => Ok(Some(matches.remove(0))),
-        _ => Err(ApiError::too_many_sessions_matched(matches.iter().map(match_summary).collect())),
+        1 => Ok(matches.pop()),
+        _ => Err(ApiError::too_many_sessions_matched(matches.iter().map(|m| match_summary(m.session())).collect())),
     }
 }
 
@@ -594,15 +639,37 @@ pub async fn find_session(
     owner_access_key: Option<&str>,
     include_dead: bool,
 ) -> Result<session::Model, ApiError> {
+    find_matching(db, ctx, reference, owner_access_key, include_dead).await
+}
+
+/// [`find_session`] with the session's main kernel, as [`main_kernel`] finds it (`None` when
+/// the session has no kernel), read in the same statement.
+pub async fn find_session_with_main_kernel(
+    db: &DatabaseConnection,
+    ctx: &AuthContext,
+    reference: &str,
+    owner_access_key: Option<&str>,
+    include_dead: bool,
+) -> Result<(session::Model, Option<kernel::Model>), ApiError> {
+    find_matching(db, ctx, reference, owner_access_key, include_dead).await
+}
+
+async fn find_matching<T: Matched>(
+    db: &DatabaseConnection,
+    ctx: &AuthContext,
+    reference: &str,
+    owner_access_key: Option<&str>,
+    include_dead: bool,
+) -> Result<T, ApiError> {
     let owner = owner_scope(db, ctx, owner_access_key).await?;
-    let own = repo::match_sessions(db, Some(&owner.access_key), reference, include_dead).await.map_err(db_error)?;
+    let own = T::fetch(db, Some(&owner.access_key), reference, include_dead).await.map_err(db_error)?;
     if let Some(found) = pick(own, include_dead)? {
         return Ok(found);
     }
     if !owner.delegated && ctx.is_admin() {
-        let mut all = repo::match_sessions(db, None, reference, include_dead).await.map_err(db_error)?;
+        let mut all = T::fetch(db, None, reference, include_dead).await.map_err(db_error)?;
         if !ctx.is_superadmin() {
-            all.retain(|s| s.domain_name == ctx.credential.domain_name);
+            all.retain(|m| m.session().domain_name == ctx.credential.domain_name);
         }
         if let Some(found) = pick(all, include_dead)? {
             return Ok(found);

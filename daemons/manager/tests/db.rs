@@ -9,7 +9,8 @@ use bai_manager::db::types::{JsonOf, UserRole, Wire};
 use bai_manager::db::{self, DbError};
 use chrono::{DateTime, TimeZone, Utc};
 use sea_orm::{
-    ActiveValue::Set, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, PaginatorTrait, Statement,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, PaginatorTrait,
+    QueryFilter, Statement,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -595,6 +596,76 @@ async fn status_changes_append_to_the_history(db: DatabaseConnection) {
     assert_eq!(s.agent_ids, Some(JsonOf(vec!["i-node01".to_string()])));
     let err = repo::assign_kernel_agent(&db, kid, &AgentId::new("i-ghost").unwrap()).await.unwrap_err();
     assert_eq!(err.to_string(), "no such agent: i-ghost");
+}
+
+db_test!(a_session_and_its_main_kernel_in_one_statement);
+/// `match_sessions_with_main_kernel` answers what `match_sessions` and the first of
+/// `list_kernels_of_session` answer, for every shape of reference.
+async fn a_session_and_its_main_kernel_in_one_statement(db: DatabaseConnection) {
+    load_example(&db).await;
+    let mut ids = Vec::new();
+    for (i, (name, ak, owner, n)) in [
+        ("one", USER_AK, USER_UUID, 1),
+        ("three", USER_AK, USER_UUID, 3),
+        ("three", USER_AK, USER_UUID, 2),
+        ("three", ADMIN_AK, ADMIN_UUID, 1),
+        ("dead", USER_AK, USER_UUID, 1),
+        ("aux", USER_AK, USER_UUID, 2),
+        ("bare", USER_AK, USER_UUID, 1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (mut s, mut k) = new_session(name, ak, owner, at(i as i64), n);
+        s.tag = Set(Some(format!("tag-{i}")));
+        s.status_data = Set(Some(json!({"why": i})));
+        s.last_stat = Set(Some(json!({"cpu_util": {"current": "1.5"}})));
+        if name == "aux" {
+            // a role that sorts before "main": the main kernel still comes first
+            k[1].cluster_role = Set("aux".into());
+        }
+        k[0].container_id = Set(Some(format!("c{i}")));
+        k[0].last_stat = Set(Some(json!({"mem": {"current": "1024"}})));
+        k[0].resource_opts = Set(json!({"shmem": "64m"}));
+        let (row, _) = repo::insert_session_with_kernels(&db, s, k).await.expect("inserting a session");
+        ids.push(row.id);
+    }
+    repo::force_session_status(&db, SessionId::from_uuid(ids[4]), SessionStatus::Terminated, Some("gone"), None)
+        .await
+        .unwrap();
+    kernel::Entity::delete_many().filter(kernel::Column::SessionId.eq(ids[6])).exec(&db).await.unwrap();
+
+    let mut references: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    references.extend(["one", "three", "dead", "aux", "bare", "nothing", " "].map(String::from));
+    references.push(Uuid::new_v4().to_string());
+    let mut with_kernels = 0;
+    for reference in &references {
+        for access_key in [Some(USER_AK), Some(ADMIN_AK), None] {
+            for include_dead in [false, true] {
+                let combined = repo::match_sessions_with_main_kernel(&db, access_key, reference, include_dead)
+                    .await
+                    .unwrap_or_else(|e| panic!("{reference} {access_key:?} {include_dead}: {e}"));
+                let mut separate = Vec::new();
+                for s in repo::match_sessions(&db, access_key, reference, include_dead).await.unwrap() {
+                    let main = repo::list_kernels_of_session(&db, SessionId::from_uuid(s.id))
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .next();
+                    separate.push((s, main));
+                }
+                assert_eq!(combined, separate, "{reference} {access_key:?} {include_dead}");
+                with_kernels += combined.iter().filter(|(_, k)| k.is_some()).count();
+            }
+        }
+    }
+    assert!(with_kernels > 20, "the cases found kernels: {with_kernels}");
+    let three = repo::match_sessions_with_main_kernel(&db, Some(USER_AK), "three", false).await.unwrap();
+    assert_eq!(three.iter().map(|(s, _)| s.id).collect::<Vec<_>>(), [ids[2], ids[1]], "newest first");
+    let aux = repo::match_sessions_with_main_kernel(&db, None, "aux", false).await.unwrap();
+    assert_eq!(aux[0].1.as_ref().unwrap().cluster_role, "main");
+    let bare = repo::match_sessions_with_main_kernel(&db, None, &ids[6].to_string(), false).await.unwrap();
+    assert_eq!((bare.len(), bare[0].1.is_none()), (1, true));
 }
 
 async fn load_agent(db: &DatabaseConnection) {

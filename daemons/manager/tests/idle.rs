@@ -332,6 +332,26 @@ async fn a_session_past_its_lifetime_is_terminated() {
 }
 
 #[tokio::test]
+async fn the_reports_follow_this_managers_policy_changes_at_once() {
+    let config = IdleConfig { check_interval: CHECK_INTERVAL, ..Default::default() };
+    let h = harness(config, 0, 3600).await;
+    let (id, _) = h.running_session("watched", SessionType::Batch).await;
+    let remaining = |checks: Value| checks["session_lifetime"]["remaining"].as_f64().unwrap();
+    let before = remaining(h.idle_checks(id).await);
+    assert!((3500.0..=3600.0).contains(&before), "{before}");
+    // The report's limits are cached briefly; a change through this manager drops them.
+    let mutation = "mutation { modify_keypair_resource_policy(name: \"default\", \
+                    props: {max_session_lifetime: 7200}) { ok msg } }";
+    let reply =
+        common::request(h.api, Some(common::ADMIN), "POST", "/admin/gql", Some(&json!({"query": mutation}))).await;
+    assert_eq!(reply.json()["data"]["modify_keypair_resource_policy"]["ok"], true, "{}", reply.body);
+    let after = remaining(h.idle_checks(id).await);
+    assert!((7100.0..=7200.0).contains(&after), "{after}");
+    let gql = remaining(h.gql_idle_checks(id).await);
+    assert!((7100.0..=7200.0).contains(&gql), "GraphQL agrees: {gql}");
+}
+
+#[tokio::test]
 async fn low_utilisation_after_the_grace_period_terminates_and_high_does_not() {
     let config = IdleConfig {
         check_interval: CHECK_INTERVAL,

@@ -167,8 +167,8 @@ async fn info(
 ) -> Result<Json<Value>, ApiError> {
     let manager = manager(&state)?;
     let db = manager.db();
-    let s = sessions::find_session(db, &ctx, &reference, params.owner_access_key()?.as_deref(), false).await?;
-    let k = sessions::main_kernel(db, s.id).await.ok();
+    let owner = params.owner_access_key()?;
+    let (s, k) = sessions::find_session_with_main_kernel(db, &ctx, &reference, owner.as_deref(), false).await?;
     let slots = |v: &bai_core::ResourceSlot| py_repr(&serde_json::to_value(v).unwrap_or(Value::Null));
     let age = (Utc::now() - s.created_at).num_milliseconds().max(0);
     Ok(Json(json!({

@@ -343,3 +343,49 @@ async fn connections_hold_off_the_network_timeout_and_count_as_traffic() {
     assert_eq!(a.connections, 0);
     assert!(a.last - start >= chrono::TimeDelta::seconds(3599), "{a:?}");
 }
+
+#[tokio::test]
+async fn policy_limits_are_kept_for_their_ttl_and_dropped_by_invalidation() {
+    use crate::db::entities::keypair_resource_policy as policy;
+    use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+
+    let db = crate::db::connect("sqlite::memory:").await.unwrap();
+    crate::db::migrate(&db).await.unwrap();
+    repo::populate_fixture(&db, &serde_json::from_str(crate::local::EXAMPLE_FIXTURE).unwrap()).await.unwrap();
+    let user = crate::local::EXAMPLE_USER.0;
+    let set_lifetime = |seconds: i32| {
+        let db = db.clone();
+        async move {
+            policy::Entity::update_many()
+                .set(policy::ActiveModel { max_session_lifetime: Set(seconds), ..Default::default() })
+                .filter(policy::Column::Name.eq("default"))
+                .exec(&db)
+                .await
+                .unwrap();
+        }
+    };
+    set_lifetime(100).await;
+    let cache = PolicyLimits::with_ttl(Duration::from_secs(3600));
+    assert_eq!(cache.of(&db, user).await.unwrap().1, 100);
+    assert_eq!(cache.of(&db, "AKIANOSUCHKEY0000000").await.unwrap(), (0, 0), "no keypair, no limits");
+    assert_eq!(cache.len(), 2);
+    // A change behind the cache's back is not seen until the entry goes…
+    set_lifetime(200).await;
+    assert_eq!(cache.of(&db, user).await.unwrap().1, 100);
+    cache.invalidate(user);
+    assert_eq!(cache.of(&db, user).await.unwrap().1, 200);
+    set_lifetime(300).await;
+    cache.clear();
+    assert!(cache.is_empty());
+    assert_eq!(cache.of(&db, user).await.unwrap().1, 300);
+    // …or expires.
+    let short = PolicyLimits::with_ttl(Duration::from_millis(30));
+    assert_eq!(short.of(&db, user).await.unwrap().1, 300);
+    set_lifetime(400).await;
+    std::thread::sleep(Duration::from_millis(60));
+    assert_eq!(short.of(&db, user).await.unwrap().1, 400);
+    // A zero TTL keeps nothing.
+    let never = PolicyLimits::with_ttl(Duration::ZERO);
+    assert_eq!(never.of(&db, user).await.unwrap().1, 400);
+    assert!(never.is_empty());
+}

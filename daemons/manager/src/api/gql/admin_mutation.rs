@@ -25,7 +25,8 @@
 use async_graphql::{Context, InputObject, MaybeUndefined, Object, Result};
 
 use super::mutation::{
-    check_name, invalidate, json_object, outcome, require_domain, result_type, slots, try_outcome, Outcome,
+    check_name, invalidate, json_object, outcome, policies_changed, require_domain, result_type, slots, try_outcome,
+    Outcome,
 };
 use super::org::{Domain, Group};
 use super::policy::KeyPairResourcePolicy;
@@ -560,6 +561,7 @@ impl AdminMutation {
         require_superadmin(&gql.auth)?;
         let changes = try_plain!(ModifyKeyPairResourcePolicy, policy_changes(props));
         let result = outcome(repo::modify_keypair_resource_policy(gql.db.as_ref(), &name, &changes).await)?;
+        policies_changed(gql);
         Ok(ModifyKeyPairResourcePolicy::from_outcome(result.map(KeyPairResourcePolicy)))
     }
 
@@ -573,6 +575,7 @@ impl AdminMutation {
         let gql = ctx.data::<GqlContext>()?;
         require_superadmin(&gql.auth)?;
         let result = outcome(repo::delete_keypair_resource_policy(gql.db.as_ref(), &name).await)?;
+        policies_changed(gql);
         Ok(DeleteKeyPairResourcePolicy::from_outcome(result))
     }
 }

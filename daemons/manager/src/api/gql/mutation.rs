@@ -441,12 +441,25 @@ pub(super) fn require_domain(auth: &AuthContext, domain_name: &str) -> Result<()
     Ok(())
 }
 
-/// Drops these keypairs from the API's credential cache.
+/// Drops these keypairs from the API's credential cache and from the idle reports' policy
+/// limits ([`crate::idle::PolicyLimits`]).
 pub(super) fn invalidate<'a>(gql: &GqlContext, access_keys: impl IntoIterator<Item = &'a str>) {
-    if let Some(store) = &gql.keypairs {
-        for access_key in access_keys {
+    let limits = gql.manager.as_ref().map(|m| m.idle().policy_limits());
+    for access_key in access_keys {
+        if let Some(store) = &gql.keypairs {
             store.invalidate(access_key);
         }
+        if let Some(limits) = limits {
+            limits.invalidate(access_key);
+        }
+    }
+}
+
+/// Drops every access key's limits from the idle reports' cache, after a keypair resource
+/// policy changed.
+pub(super) fn policies_changed(gql: &GqlContext) {
+    if let Some(manager) = &gql.manager {
+        manager.idle().policy_limits().clear();
     }
 }
 
@@ -898,6 +911,7 @@ impl Mutation {
             ..Default::default()
         };
         let created = outcome(repo::create_keypair_resource_policy(gql.db.as_ref(), row).await)?;
+        policies_changed(gql);
         Ok(CreateKeyPairResourcePolicy::from_outcome(created.map(KeyPairResourcePolicy)))
     }
 

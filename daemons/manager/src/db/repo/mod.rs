@@ -24,6 +24,7 @@ mod org;
 mod org_admin;
 mod policies;
 mod scaling_groups;
+mod session_lookup;
 mod sessions;
 mod vfolders;
 
@@ -36,6 +37,7 @@ pub use org::*;
 pub use org_admin::*;
 pub use policies::*;
 pub use scaling_groups::*;
+pub use session_lookup::*;
 pub use sessions::*;
 pub use vfolders::*;
 
